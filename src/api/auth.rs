@@ -1,0 +1,397 @@
+//! `/auth/*`: register, login, refresh, logout and the sessions (devices) list.
+
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::{
+    ClientInfo, authenticated, client_info, json, json_body, no_content, ok, respond, with_state,
+};
+use crate::auth::sessions::{self, Rotation};
+use crate::auth::{AuthUser, password};
+use crate::db::WriteCtx;
+use crate::error::{AppError, AppResult};
+use crate::hub::close;
+use crate::settings::Registration;
+use crate::state::SharedState;
+use crate::users::{self, NewUser, User};
+
+pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
+    let limit = state.config.limits.max_json_bytes;
+    let s = || with_state(state.clone());
+    let register = warp::path!("auth" / "register")
+        .and(warp::post())
+        .and(s())
+        .and(client_info())
+        .and(json_body::<RegisterRequest>(limit))
+        .then(register)
+        .map(respond);
+    let login = warp::path!("auth" / "login")
+        .and(warp::post())
+        .and(s())
+        .and(client_info())
+        .and(json_body::<LoginRequest>(limit))
+        .then(login)
+        .map(respond);
+    let refresh = warp::path!("auth" / "refresh")
+        .and(warp::post())
+        .and(s())
+        .and(client_info())
+        .and(json_body::<RefreshRequest>(limit))
+        .then(refresh)
+        .map(respond);
+    let logout = warp::path!("auth" / "logout")
+        .and(warp::post())
+        .and(s())
+        .and(authenticated(state.clone()))
+        .then(logout)
+        .map(respond);
+    let list_sessions = warp::path!("auth" / "sessions")
+        .and(warp::get())
+        .and(s())
+        .and(authenticated(state.clone()))
+        .then(list_sessions)
+        .map(respond);
+    let revoke_session = warp::path!("auth" / "sessions" / i64)
+        .and(warp::delete())
+        .and(s())
+        .and(authenticated(state.clone()))
+        .then(revoke_session)
+        .map(respond);
+    register
+        .or(login)
+        .unify()
+        .or(refresh)
+        .unify()
+        .or(logout)
+        .unify()
+        .or(list_sessions)
+        .unify()
+        .or(revoke_session)
+        .unify()
+        .boxed()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    username: String,
+    password: String,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    invite: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    username: String,
+    password: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    refresh_token: String,
+}
+
+/// The contract's token response.
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    pub user: User,
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: u64,
+}
+
+pub struct NewAccount {
+    pub username: String,
+    pub password: String,
+    pub display_name: Option<String>,
+    pub invite: Option<String>,
+    /// First-run setup: the account is an admin, and registration rules do not apply.
+    pub as_setup_admin: bool,
+}
+
+/// Hashes `password` on the blocking pool (Argon2 is deliberately slow).
+pub async fn hash_password(password: String) -> AppResult<String> {
+    tokio::task::spawn_blocking(move || password::hash(&password))
+        .await
+        .map_err(AppError::internal)?
+        .map_err(AppError::internal)
+}
+
+/// Verifies on the blocking pool.
+pub async fn verify_password(stored: String, password: String) -> AppResult<bool> {
+    tokio::task::spawn_blocking(move || password::verify(&stored, &password))
+        .await
+        .map_err(AppError::internal)
+}
+
+/// Creates an account and signs it in: used by register and by setup.
+pub async fn create_account(
+    state: &SharedState,
+    client: &ClientInfo,
+    account: NewAccount,
+) -> AppResult<Response> {
+    let username = users::normalize_username(&account.username)?;
+    users::validate_password("password", &account.password)?;
+    let display_name = users::validate_display_name(account.display_name.as_deref().unwrap_or(""))?;
+    let registration = state.settings.get().registration;
+    if !account.as_setup_admin {
+        match registration {
+            Registration::Closed => {
+                return Err(AppError::forbidden_code(
+                    "registration_closed",
+                    "registration is closed on this server; ask an admin for an account",
+                ));
+            }
+            Registration::Invite if account.invite.as_deref().unwrap_or("").is_empty() => {
+                return Err(AppError::forbidden_code(
+                    "invalid_invite",
+                    "registration needs an invite code",
+                ));
+            }
+            _ => {}
+        }
+    }
+    let hash = hash_password(account.password).await?;
+    let ttl = state.auth.refresh_ttl_ms;
+    let user_agent = client.user_agent.clone();
+    let address = client.address_text();
+    let invite = account
+        .invite
+        .filter(|_| registration == Registration::Invite);
+    let as_admin = account.as_setup_admin;
+    let (user, session_id, refresh_token) = state
+        .db
+        .writer
+        .run(move |ctx| {
+            if as_admin && users::any_admin(ctx.conn())? {
+                return Err(AppError::Conflict {
+                    code: "setup_done",
+                    message: "setup is already done: an admin exists".into(),
+                });
+            }
+            if let Some(code) = &invite {
+                consume_invite(ctx, code)?;
+            }
+            let user = users::insert(
+                ctx,
+                &NewUser {
+                    username: &username,
+                    display_name: &display_name,
+                    password_hash: &hash,
+                    is_admin: as_admin,
+                },
+            )?;
+            let (session_id, refresh_token) =
+                sessions::create(ctx, user.id, &user_agent, &address, ttl)?;
+            Ok((user, session_id, refresh_token))
+        })
+        .await?;
+    let online = state.hub.is_online(user.id);
+    let body = token_response(state, user.into_user(online), session_id, refresh_token)?;
+    Ok(json(StatusCode::CREATED, &body))
+}
+
+/// Uses up one use of an invite, or fails with 403 `invalid_invite`.
+fn consume_invite(ctx: &mut WriteCtx<'_>, code: &str) -> AppResult<()> {
+    let now = ctx.now();
+    let updated = ctx.conn().execute(
+        "UPDATE invites SET uses_left = uses_left - 1
+         WHERE code = ?1 AND uses_left > 0 AND (expires_at IS NULL OR expires_at > ?2)",
+        params![code, now],
+    )?;
+    if updated == 0 {
+        return Err(AppError::forbidden_code(
+            "invalid_invite",
+            "this invite code is unknown, used up or expired",
+        ));
+    }
+    Ok(())
+}
+
+fn token_response(
+    state: &SharedState,
+    user: User,
+    session_id: i64,
+    refresh_token: String,
+) -> AppResult<TokenResponse> {
+    let access_token = state
+        .auth
+        .keys
+        .issue(user.id, session_id)
+        .map_err(AppError::internal)?;
+    Ok(TokenResponse {
+        user,
+        access_token,
+        refresh_token,
+        expires_in: state.auth.keys.access_ttl_secs,
+    })
+}
+
+async fn register(
+    state: SharedState,
+    client: ClientInfo,
+    body: RegisterRequest,
+) -> AppResult<Response> {
+    create_account(
+        &state,
+        &client,
+        NewAccount {
+            username: body.username,
+            password: body.password,
+            display_name: body.display_name,
+            invite: body.invite,
+            as_setup_admin: false,
+        },
+    )
+    .await
+}
+
+async fn login(state: SharedState, client: ClientInfo, body: LoginRequest) -> AppResult<Response> {
+    let username = body.username.trim().to_lowercase();
+    let ip = client.ip();
+    state
+        .auth
+        .throttle
+        .check(&username, ip)
+        .map_err(|retry_after_secs| AppError::RateLimited { retry_after_secs })?;
+    let lookup = username.clone();
+    let found = state
+        .db
+        .read(move |conn| users::get_with_hash(conn, &lookup))
+        .await?;
+    let wrong = || AppError::unauthorized("wrong username or password");
+    // Unknown users are checked against a decoy hash so both failures take as long.
+    let (stored, user) = match found {
+        Some((user, hash)) => (hash, Some(user)),
+        None => (password::decoy_hash().to_owned(), None),
+    };
+    let matches = verify_password(stored, body.password).await?;
+    let Some(user) = user.filter(|_| matches) else {
+        state.auth.throttle.record_failure(&username, ip);
+        return Err(wrong());
+    };
+    if user.disabled {
+        return Err(AppError::forbidden_code(
+            "account_disabled",
+            "this account is disabled",
+        ));
+    }
+    state.auth.throttle.record_success(&username);
+    let ttl = state.auth.refresh_ttl_ms;
+    let user_id = user.id;
+    let user_agent = client.user_agent.clone();
+    let address = client.address_text();
+    let (session_id, refresh_token) = state
+        .db
+        .writer
+        .run(move |ctx| sessions::create(ctx, user_id, &user_agent, &address, ttl))
+        .await?;
+    let online = state.hub.is_online(user.id);
+    let body = token_response(&state, user.into_user(online), session_id, refresh_token)?;
+    Ok(ok(&body))
+}
+
+async fn refresh(
+    state: SharedState,
+    client: ClientInfo,
+    body: RefreshRequest,
+) -> AppResult<Response> {
+    let ttl = state.auth.refresh_ttl_ms;
+    let address = client.address_text();
+    let presented = body.refresh_token;
+    let rotation = state
+        .db
+        .writer
+        .run(move |ctx| sessions::rotate(ctx, &presented, &address, ttl))
+        .await?;
+    match rotation {
+        Rotation::Reused { session_id } => {
+            state.auth.mark_sessions_revoked(&[session_id]);
+            state.hub.close_session(session_id, close::POLICY);
+            tracing::warn!(
+                session_id,
+                "a used refresh token was presented again; session revoked"
+            );
+            Err(AppError::invalid_token(
+                "this refresh token was already used; the session has been signed out",
+            ))
+        }
+        Rotation::Rotated {
+            user_id,
+            session_id,
+            refresh_token,
+        } => {
+            let user = state
+                .db
+                .read(move |conn| users::get(conn, user_id))
+                .await?
+                .ok_or_else(|| AppError::invalid_token("the account no longer exists"))?;
+            let online = state.hub.is_online(user_id);
+            let body = token_response(&state, user.into_user(online), session_id, refresh_token)?;
+            Ok(ok(&body))
+        }
+    }
+}
+
+async fn logout(state: SharedState, caller: AuthUser) -> AppResult<Response> {
+    let session_id = caller.session_id;
+    state
+        .db
+        .writer
+        .run(move |ctx| sessions::revoke(ctx, session_id))
+        .await?;
+    state.auth.mark_sessions_revoked(&[session_id]);
+    state.hub.close_session(session_id, close::POLICY);
+    Ok(no_content())
+}
+
+async fn list_sessions(state: SharedState, caller: AuthUser) -> AppResult<Response> {
+    let now = crate::db::now_ms();
+    let items = state
+        .db
+        .read(move |conn| sessions::list(conn, caller.user_id, caller.session_id, now))
+        .await?;
+    Ok(ok(
+        &serde_json::json!({ "items": items, "next_cursor": null }),
+    ))
+}
+
+async fn revoke_session(
+    session_id: i64,
+    state: SharedState,
+    caller: AuthUser,
+) -> AppResult<Response> {
+    let owner = state
+        .db
+        .read(move |conn| {
+            Ok::<_, AppError>(
+                conn.query_row(
+                    "SELECT user_id FROM sessions WHERE id = ?1 AND revoked_at IS NULL",
+                    [session_id],
+                    |row| row.get::<_, i64>(0),
+                )
+                .optional()?,
+            )
+        })
+        .await?;
+    // Someone else's session is as unknown to the caller as a missing one.
+    if owner != Some(caller.user_id) {
+        return Err(AppError::not_found("no such session"));
+    }
+    state
+        .db
+        .writer
+        .run(move |ctx| sessions::revoke(ctx, session_id))
+        .await?;
+    state.auth.mark_sessions_revoked(&[session_id]);
+    state.hub.close_session(session_id, close::POLICY);
+    Ok(no_content())
+}

@@ -1,0 +1,34 @@
+//! `GET /healthz`: liveness plus a real database round trip.
+
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::{json, with_state};
+use crate::state::SharedState;
+
+pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
+    warp::path!("healthz")
+        .and(warp::get())
+        .and(with_state(state))
+        .then(healthz)
+        .boxed()
+}
+
+async fn healthz(state: SharedState) -> Response {
+    let db_ok = state.db.ping().await;
+    let status = if db_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json(
+        status,
+        &serde_json::json!({
+            "status": if db_ok { "ok" } else { "unavailable" },
+            "version": env!("CARGO_PKG_VERSION"),
+            "db": if db_ok { "ok" } else { "error" },
+        }),
+    )
+}

@@ -1,0 +1,453 @@
+//! Settings, layered highest first: command-line flags, `LANCHAT_SECTION_KEY`
+//! environment variables, the TOML config file, built-in defaults. Unknown keys in
+//! the file or the environment are reported, never silently ignored.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+const ENV_PREFIX: &str = "LANCHAT_";
+/// Environment variables with the prefix that are not config keys.
+const ENV_NOT_KEYS: &[&str] = &["LANCHAT_CONFIG"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid setting {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub events: EventsConfig,
+    pub log: LogConfig,
+    pub metrics: MetricsConfig,
+    pub backup: BackupConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    pub listen: String,
+    /// Where the database, the JWT secret and attachments live.
+    pub data_dir: PathBuf,
+    /// Name shown in the web client until an admin changes it.
+    pub name: String,
+    /// Read-only SQLite connections in the pool.
+    pub read_connections: u32,
+    /// Seconds in-flight requests get to finish on shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// Lifetime of access tokens (JWT), in seconds.
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of a session's refresh token, in days (renewed at each refresh).
+    pub refresh_token_ttl_days: u64,
+    /// Registration mode on a new server: "open", "invite" or "closed". The admin
+    /// setting, once changed, takes precedence.
+    pub registration: String,
+    /// Failed logins for one username within the window before 429.
+    pub login_max_failures_per_user: u32,
+    /// Failed logins from one client address within the window before 429.
+    pub login_max_failures_per_address: u32,
+    /// The throttling window, in seconds.
+    pub login_window_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct LimitsConfig {
+    pub max_json_bytes: u64,
+    pub max_attachment_bytes: u64,
+    pub max_message_chars: usize,
+    pub max_group_members: usize,
+    pub max_ws_frame_bytes: usize,
+    /// Outbound frames queued per WebSocket before the slow consumer is closed (1013).
+    pub ws_outbound_queue: usize,
+    /// Inbound frames per second a WebSocket may send (burst of twice that).
+    pub ws_frames_per_sec: u32,
+    /// Open WebSockets per user.
+    pub max_connections_per_user: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct EventsConfig {
+    /// Replay keeps at least this many of the newest events...
+    pub retention_count: u64,
+    /// ...and everything younger than this many days.
+    pub retention_days: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct LogConfig {
+    /// A tracing filter: "info", "debug", "lanchat=debug,warp=info"...
+    pub level: String,
+    /// "text" or "json".
+    pub format: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct MetricsConfig {
+    /// Who may read /metrics: "loopback", "admins", "anyone" or "off".
+    pub access: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct BackupConfig {
+    /// Scheduled backup interval such as "24h" or "30m"; empty disables it.
+    pub every: String,
+    /// Where scheduled backups go; empty means `<data_dir>/backups`.
+    pub dir: String,
+    /// Scheduled backups kept; older ones are deleted.
+    pub keep: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "0.0.0.0:8080".into(),
+            data_dir: PathBuf::from("./lanchat-data"),
+            name: "lanchat".into(),
+            read_connections: 4,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_days: 30,
+            registration: "open".into(),
+            login_max_failures_per_user: 5,
+            login_max_failures_per_address: 20,
+            login_window_secs: 15 * 60,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_json_bytes: 1024 * 1024,
+            max_attachment_bytes: 100 * 1024 * 1024,
+            max_message_chars: 16_000,
+            max_group_members: 1_000,
+            max_ws_frame_bytes: 64 * 1024,
+            ws_outbound_queue: 1024,
+            ws_frames_per_sec: 50,
+            max_connections_per_user: 32,
+        }
+    }
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            retention_count: 10_000,
+            retention_days: 7,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            access: "loopback".into(),
+        }
+    }
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            every: String::new(),
+            dir: String::new(),
+            keep: 7,
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers in force.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+}
+
+/// A loaded configuration and the warnings met while loading it (unknown keys),
+/// to be logged once logging is set up.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Loads from the optional file, the process environment and the overrides.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Loaded, ConfigError> {
+        Self::load_from(file, std::env::vars(), overrides)
+    }
+
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Loaded, ConfigError> {
+        let mut warnings = Vec::new();
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|err| ConfigError::Parse {
+                        path: path.to_owned(),
+                        message: err.to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        let known =
+            toml::Table::try_from(Config::default()).map_err(|err| ConfigError::Invalid {
+                key: "defaults".into(),
+                message: err.to_string(),
+            })?;
+        apply_env(&mut table, &known, env, &mut warnings);
+
+        let mut config: Config = {
+            let mut unknown = Vec::new();
+            let config = serde_ignored::deserialize(toml::Value::Table(table), |path| {
+                unknown.push(path.to_string())
+            })
+            .map_err(|err: toml::de::Error| ConfigError::Invalid {
+                key: "config".into(),
+                message: err.to_string(),
+            })?;
+            for key in unknown {
+                warnings.push(format!("unknown config key `{key}` ignored"));
+            }
+            config
+        };
+        if let Some(dir) = &overrides.data_dir {
+            config.server.data_dir = dir.clone();
+        }
+        if let Some(listen) = &overrides.listen {
+            config.server.listen = listen.clone();
+        }
+        config.validate()?;
+        Ok(Loaded { config, warnings })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        };
+        self.listen_addr()?;
+        if !["open", "invite", "closed"].contains(&self.auth.registration.as_str()) {
+            return Err(invalid(
+                "auth.registration",
+                "must be \"open\", \"invite\" or \"closed\"",
+            ));
+        }
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            return Err(invalid("log.format", "must be \"text\" or \"json\""));
+        }
+        if !["loopback", "admins", "anyone", "off"].contains(&self.metrics.access.as_str()) {
+            return Err(invalid(
+                "metrics.access",
+                "must be \"loopback\", \"admins\", \"anyone\" or \"off\"",
+            ));
+        }
+        if self.auth.access_token_ttl_secs < 10 {
+            return Err(invalid("auth.access_token_ttl_secs", "must be at least 10"));
+        }
+        if self.limits.ws_outbound_queue < 8 {
+            return Err(invalid("limits.ws_outbound_queue", "must be at least 8"));
+        }
+        if !self.backup.every.is_empty() {
+            parse_duration(&self.backup.every).map_err(|m| invalid("backup.every", &m))?;
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server
+            .listen
+            .parse()
+            .map_err(|_| ConfigError::Invalid {
+                key: "server.listen".into(),
+                message: format!("`{}` is not ADDRESS:PORT", self.server.listen),
+            })
+    }
+}
+
+/// Overlays `LANCHAT_SECTION_KEY=value` variables onto the file's table. A value is
+/// read as a TOML literal when the key is not a string setting, so numbers and
+/// booleans work unquoted.
+fn apply_env(
+    table: &mut toml::Table,
+    known: &toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+    warnings: &mut Vec<String>,
+) {
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if ENV_NOT_KEYS.contains(&name.as_str()) {
+            continue;
+        }
+        let lower = rest.to_ascii_lowercase();
+        let Some((section, key)) = lower.split_once('_') else {
+            warnings.push(format!("environment variable {name} is not a config key"));
+            continue;
+        };
+        let Some(default) = known
+            .get(section)
+            .and_then(|s| s.as_table())
+            .and_then(|s| s.get(key))
+        else {
+            warnings.push(format!("environment variable {name} is not a config key"));
+            continue;
+        };
+        let value = if default.is_str() {
+            toml::Value::String(raw)
+        } else {
+            match format!("v = {raw}").parse::<toml::Table>() {
+                Ok(mut parsed) => parsed.remove("v").unwrap_or(toml::Value::String(raw)),
+                Err(_) => toml::Value::String(raw),
+            }
+        };
+        let section_table = table
+            .entry(section.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let Some(section_table) = section_table.as_table_mut() {
+            section_table.insert(key.to_owned(), value);
+        }
+    }
+}
+
+/// Parses "90s", "30m", "24h", "7d" into seconds.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 30m, 24h or 7d"))?;
+    let factor = match unit {
+        "s" | "" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}` has an unknown unit (use s, m, h or d)")),
+    };
+    if number == 0 {
+        return Err("a duration must be more than zero".into());
+    }
+    Ok(number * factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn layers_flags_over_env_over_file_over_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("config.toml");
+        std::fs::write(
+            &file,
+            "[server]\nlisten = \"127.0.0.1:9000\"\nname = \"Office\"\n[limits]\nmax_group_members = 50\n",
+        )
+        .expect("write");
+        let loaded = Config::load_from(
+            Some(&file),
+            env(&[
+                ("LANCHAT_LIMITS_MAX_GROUP_MEMBERS", "70"),
+                ("LANCHAT_SERVER_NAME", "123"),
+            ]),
+            &Overrides {
+                listen: Some("127.0.0.1:9100".into()),
+                ..Default::default()
+            },
+        )
+        .expect("load");
+        assert_eq!(loaded.config.server.listen, "127.0.0.1:9100");
+        assert_eq!(loaded.config.server.name, "123");
+        assert_eq!(loaded.config.limits.max_group_members, 70);
+        assert_eq!(loaded.config.auth.access_token_ttl_secs, 900);
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    }
+
+    #[test]
+    fn reports_unknown_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "[server]\nlisten_port = 1\n[nonsense]\nx = 1\n").expect("write");
+        let loaded = Config::load_from(
+            Some(&file),
+            env(&[("LANCHAT_SERVER_NOPE", "1")]),
+            &Overrides::default(),
+        )
+        .expect("load");
+        let all = loaded.warnings.join("\n");
+        assert!(all.contains("server.listen_port"), "{all}");
+        assert!(all.contains("nonsense"), "{all}");
+        assert!(all.contains("LANCHAT_SERVER_NOPE"), "{all}");
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let err = Config::load_from(
+            None,
+            env(&[("LANCHAT_AUTH_REGISTRATION", "sometimes")]),
+            &Overrides::default(),
+        )
+        .expect_err("invalid");
+        assert!(err.to_string().contains("auth.registration"));
+        assert_eq!(parse_duration("24h"), Ok(86_400));
+        assert!(parse_duration("5x").is_err());
+    }
+}

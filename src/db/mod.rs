@@ -1,0 +1,148 @@
+//! SQLite storage: one writer thread that group-commits queued jobs, and an r2d2
+//! pool of read-only connections. Nothing here runs on the async threads: reads go
+//! through `spawn_blocking`, writes through the writer's queue.
+
+pub mod migrations;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, OpenFlags};
+
+pub use writer::{CommittedEvent, EventDraft, MembershipChange, WriteCtx, Writer};
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("connection pool error: {0}")]
+    Pool(#[from] r2d2::Error),
+    #[error("the database is busy, try again")]
+    Busy,
+    #[error("the database writer has stopped")]
+    WriterGone,
+    #[error("{0}")]
+    Migration(String),
+    #[error("background task failed: {0}")]
+    Task(String),
+}
+
+pub const DB_FILE: &str = "lanchat.db";
+
+/// How long a connection waits on a lock before giving up. Only the backup and the
+/// writer ever take write locks, so waits are short; this bounds the worst case.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Pragmas for every connection. `synchronous = NORMAL` in WAL mode is durable
+/// against a process crash (a committed transaction is in the WAL, which the OS
+/// holds even if lanchat dies); only a power loss can drop the last transactions.
+/// `FULL` adds an fsync per commit; group commit keeps that cheap, so FULL is used
+/// for the writer to survive power loss too. Readers never write, so theirs is moot.
+fn apply_pragmas(conn: &Connection, writer: bool) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    if writer {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        // Let WAL grow to ~64 MiB before checkpointing into the main file.
+        conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
+    }
+    conn.pragma_update(None, "cache_size", -16384)?; // 16 MiB per connection
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+/// Opens the read-write connection (migrations and the writer thread).
+pub fn open_writer_connection(path: &Path) -> Result<Connection, DbError> {
+    let conn = Connection::open(path)?;
+    apply_pragmas(&conn, true)?;
+    Ok(conn)
+}
+
+pub type ReadPool = r2d2::Pool<SqliteConnectionManager>;
+
+/// The database handle shared by the whole server.
+#[derive(Clone)]
+pub struct Db {
+    pub path: PathBuf,
+    reads: ReadPool,
+    pub writer: Writer,
+}
+
+impl Db {
+    /// Opens the database: migrations must already have been applied with
+    /// [`migrations::migrate`] on a writer connection, which is then handed here.
+    pub fn start(
+        path: &Path,
+        writer_conn: Connection,
+        read_connections: u32,
+        on_commit: writer::CommitHook,
+    ) -> Result<Db, DbError> {
+        let manager = SqliteConnectionManager::file(path)
+            .with_flags(
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_URI
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .with_init(|conn| apply_pragmas(conn, false));
+        let reads = r2d2::Pool::builder()
+            .max_size(read_connections.max(1))
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(10))
+            .build(manager)?;
+        let writer = Writer::start(writer_conn, on_commit)?;
+        Ok(Db {
+            path: path.to_owned(),
+            reads,
+            writer,
+        })
+    }
+
+    /// Runs `f` on a pooled read-only connection off the async threads.
+    pub async fn read<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        F: FnOnce(&Connection) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let pool = self.reads.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.get().map_err(DbError::from)?;
+            f(&conn)
+        })
+        .await
+        .map_err(|err| E::from(DbError::Task(err.to_string())))?
+    }
+
+    /// A read on the current thread; for CLI commands and blocking contexts only.
+    pub fn read_blocking<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        F: FnOnce(&Connection) -> Result<R, E>,
+        E: From<DbError>,
+    {
+        let conn = self.reads.get().map_err(DbError::from)?;
+        f(&conn)
+    }
+
+    /// Checks that a read connection answers (for `/healthz`).
+    pub async fn ping(&self) -> bool {
+        self.read(|conn| {
+            conn.query_row("SELECT 1", [], |row| row.get::<_, i64>(0))
+                .map_err(DbError::from)
+        })
+        .await
+        .is_ok()
+    }
+}
+
+/// Milliseconds since the Unix epoch: the contract's timestamp unit.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

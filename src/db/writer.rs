@@ -1,0 +1,364 @@
+//! The single writer: one OS thread owns the read-write connection, takes every
+//! queued write job, runs all that are waiting in ONE transaction (group commit:
+//! one fsync for the batch), then answers each caller. Each job runs inside its own
+//! savepoint, so a job that fails rolls back alone and the others still commit.
+//!
+//! Jobs append durable events through [`WriteCtx::emit`]; the events are written in
+//! the same transaction as the change and handed to the commit hook (the realtime
+//! hub) only after the commit succeeded, in event-id order.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{DbError, now_ms};
+
+/// How many jobs one transaction may carry. Large enough that a burst shares one
+/// fsync, small enough that the first caller of a batch is not kept waiting long.
+const MAX_BATCH: usize = 512;
+/// Bounded queue: callers wait (asynchronously) when the writer is this far behind.
+const QUEUE_DEPTH: usize = 4096;
+
+/// A membership change carried by an event, applied by the hub to its routing table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipChange {
+    Added {
+        conversation_id: i64,
+        user_ids: Vec<i64>,
+    },
+    Removed {
+        conversation_id: i64,
+        user_id: i64,
+    },
+}
+
+/// A durable event a job wants to append.
+#[derive(Debug)]
+pub struct EventDraft {
+    /// The wire `type`, e.g. `message.created`.
+    pub kind: &'static str,
+    /// Delivered to every member of this conversation...
+    pub conversation_id: Option<i64>,
+    /// ...and/or to this one user.
+    pub user_id: Option<i64>,
+    /// Who caused it; recipients who blocked this user do not receive it.
+    pub actor_id: Option<i64>,
+    /// The message it is about, for `message.created` (drives delivery receipts).
+    pub message_id: Option<i64>,
+    /// The payload fields (an object); `event_id` and `type` are added here.
+    pub payload: serde_json::Map<String, serde_json::Value>,
+    pub membership: Option<MembershipChange>,
+}
+
+/// An event after commit, serialized once; every recipient shares `frame`.
+#[derive(Debug, Clone)]
+pub struct CommittedEvent {
+    pub event_id: i64,
+    pub kind: &'static str,
+    pub conversation_id: Option<i64>,
+    pub user_id: Option<i64>,
+    pub actor_id: Option<i64>,
+    pub message_id: Option<i64>,
+    pub membership: Option<MembershipChange>,
+    pub frame: Arc<str>,
+}
+
+/// Called on the writer thread after each successful commit with that batch's
+/// events in order. It must not block.
+pub type CommitHook = Box<dyn Fn(Vec<Arc<CommittedEvent>>) + Send>;
+
+/// What a job sees: the open transaction and the event log.
+pub struct WriteCtx<'a> {
+    conn: &'a Connection,
+    events: &'a mut Vec<Arc<CommittedEvent>>,
+    next_event_id: &'a mut i64,
+    now: i64,
+}
+
+impl WriteCtx<'_> {
+    pub fn conn(&self) -> &Connection {
+        self.conn
+    }
+
+    /// The batch's timestamp: one clock reading shared by the whole transaction.
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
+    /// Appends a durable event in this transaction and returns its id.
+    pub fn emit(&mut self, draft: EventDraft) -> Result<i64, DbError> {
+        let event_id = *self.next_event_id;
+        let mut frame = serde_json::Map::with_capacity(draft.payload.len() + 2);
+        frame.insert("event_id".into(), event_id.into());
+        frame.insert("type".into(), draft.kind.into());
+        frame.extend(draft.payload);
+        let text = serde_json::Value::Object(frame).to_string();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO events (event_id, type, conversation_id, user_id, actor_id, payload, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                event_id,
+                draft.kind,
+                draft.conversation_id,
+                draft.user_id,
+                draft.actor_id,
+                text,
+                self.now
+            ])?;
+        *self.next_event_id += 1;
+        self.events.push(Arc::new(CommittedEvent {
+            event_id,
+            kind: draft.kind,
+            conversation_id: draft.conversation_id,
+            user_id: draft.user_id,
+            actor_id: draft.actor_id,
+            message_id: draft.message_id,
+            membership: draft.membership,
+            frame: text.into(),
+        }));
+        Ok(event_id)
+    }
+}
+
+type Finisher = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Job = Box<dyn FnOnce(&mut WriteCtx<'_>) -> (bool, Finisher) + Send>;
+
+enum Command {
+    Job(Job),
+    Stop(oneshot::Sender<()>),
+}
+
+/// Counters the metrics endpoint reads.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub transactions: AtomicU64,
+    pub jobs: AtomicU64,
+    pub last_batch_size: AtomicU64,
+}
+
+/// Handle to the writer thread; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    queue: mpsc::Sender<Command>,
+    pub stats: Arc<WriterStats>,
+    thread: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Writer {
+    pub fn start(conn: Connection, on_commit: CommitHook) -> Result<Writer, DbError> {
+        // AUTOINCREMENT's sequence remembers the highest id ever used, so ids are
+        // never reused even after old events were pruned.
+        let last_event_id: i64 = conn.query_row(
+            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
+                        COALESCE((SELECT MAX(event_id) FROM events), 0))",
+            [],
+            |row| row.get(0),
+        )?;
+        let next_event_id = last_event_id + 1;
+        let (queue, receiver) = mpsc::channel(QUEUE_DEPTH);
+        let stats = Arc::new(WriterStats::default());
+        let thread_stats = stats.clone();
+        let handle = std::thread::Builder::new()
+            .name("lanchat-writer".into())
+            .spawn(move || writer_loop(conn, receiver, next_event_id, on_commit, &thread_stats))
+            .map_err(|err| DbError::Task(err.to_string()))?;
+        Ok(Writer {
+            queue,
+            stats,
+            thread: Arc::new(std::sync::Mutex::new(Some(handle))),
+        })
+    }
+
+    fn job<R, E, F>(f: F) -> (Job, oneshot::Receiver<Result<R, E>>)
+    where
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |ctx| {
+            let result = f(ctx);
+            let ok = result.is_ok();
+            let finish: Finisher = Box::new(move |commit| {
+                let outcome = match commit {
+                    Err(cause) if ok => Err(E::from(DbError::Task(cause))),
+                    _ => result,
+                };
+                // The caller may have gone away (request cancelled): nothing to do.
+                let _ = reply.send(outcome);
+            });
+            (ok, finish)
+        });
+        (job, answer)
+    }
+
+    /// Queues `f` and waits for its transaction to commit. `Ok` means durable.
+    pub async fn run<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let (job, answer) = Self::job(f);
+        self.queue
+            .send(Command::Job(job))
+            .await
+            .map_err(|_| E::from(DbError::WriterGone))?;
+        answer.await.map_err(|_| E::from(DbError::WriterGone))?
+    }
+
+    /// Like [`Writer::run`], for the command line and other non-async callers.
+    pub fn run_blocking<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let (job, answer) = Self::job(f);
+        self.queue
+            .blocking_send(Command::Job(job))
+            .map_err(|_| E::from(DbError::WriterGone))?;
+        answer
+            .blocking_recv()
+            .map_err(|_| E::from(DbError::WriterGone))?
+    }
+
+    /// Commits everything queued so far, then stops the thread and closes the
+    /// connection. Later jobs fail with `WriterGone`.
+    pub async fn shutdown(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.queue.send(Command::Stop(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+        let handle = self.thread.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+
+    /// Blocking variant of [`Writer::shutdown`] for the command line.
+    pub fn shutdown_blocking(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.queue.blocking_send(Command::Stop(done)).is_ok() {
+            let _ = wait.blocking_recv();
+        }
+        let handle = self.thread.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn writer_loop(
+    conn: Connection,
+    mut receiver: mpsc::Receiver<Command>,
+    mut next_event_id: i64,
+    on_commit: CommitHook,
+    stats: &WriterStats,
+) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut stop: Option<oneshot::Sender<()>> = None;
+    while stop.is_none() {
+        match receiver.blocking_recv() {
+            Some(Command::Job(job)) => batch.push(job),
+            Some(Command::Stop(done)) => stop = Some(done),
+            None => break,
+        }
+        while batch.len() < MAX_BATCH && stop.is_none() {
+            match receiver.try_recv() {
+                Ok(Command::Job(job)) => batch.push(job),
+                Ok(Command::Stop(done)) => stop = Some(done),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            run_batch(&conn, &mut batch, &mut next_event_id, &on_commit, stats);
+        }
+    }
+    // Refuse anything queued after the stop: their callers see WriterGone.
+    receiver.close();
+    drop(receiver);
+    if let Err((_, err)) = conn.close() {
+        tracing::error!(error = %err, "closing the database failed");
+    }
+    if let Some(done) = stop {
+        let _ = done.send(());
+    }
+}
+
+fn run_batch(
+    conn: &Connection,
+    batch: &mut Vec<Job>,
+    next_event_id: &mut i64,
+    on_commit: &CommitHook,
+    stats: &WriterStats,
+) {
+    let batch_start_event_id = *next_event_id;
+    let mut finishers: Vec<Finisher> = Vec::with_capacity(batch.len());
+    let mut events: Vec<Arc<CommittedEvent>> = Vec::new();
+
+    if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
+        tracing::error!(error = %err, "could not begin a write transaction");
+        // Dropping the jobs drops their reply channels: callers get `WriterGone`.
+        batch.clear();
+        return;
+    }
+
+    let now = now_ms();
+    let jobs = batch.len() as u64;
+    for job in batch.drain(..) {
+        let events_mark = events.len();
+        let event_id_mark = *next_event_id;
+        if conn.execute_batch("SAVEPOINT job").is_err() {
+            continue;
+        }
+        let mut ctx = WriteCtx {
+            conn,
+            events: &mut events,
+            next_event_id,
+            now,
+        };
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut ctx)));
+        let keep = matches!(outcome, Ok((true, _)));
+        if keep {
+            let _ = conn.execute_batch("RELEASE job");
+        } else {
+            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            events.truncate(events_mark);
+            *next_event_id = event_id_mark;
+        }
+        match outcome {
+            Ok((_, finish)) => finishers.push(finish),
+            Err(_) => tracing::error!("a write job panicked; its changes were rolled back"),
+        }
+    }
+
+    let committed = conn.execute_batch("COMMIT");
+    stats.transactions.fetch_add(1, Ordering::Relaxed);
+    stats.jobs.fetch_add(jobs, Ordering::Relaxed);
+    stats.last_batch_size.store(jobs, Ordering::Relaxed);
+    match committed {
+        Ok(()) => {
+            if !events.is_empty() {
+                on_commit(events);
+            }
+            for finish in finishers {
+                finish(Ok(()));
+            }
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "commit failed; the batch was rolled back");
+            let _ = conn.execute_batch("ROLLBACK");
+            *next_event_id = batch_start_event_id;
+            for finish in finishers {
+                finish(Err(err.to_string()));
+            }
+        }
+    }
+}

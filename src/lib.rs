@@ -1,0 +1,21 @@
+//! lanchat: a self-hosted messenger for office LANs in one binary.
+//!
+//! Layers, top to bottom: `cli` parses the command line and dispatches; `server`
+//! wires the pieces and runs; `api` holds thin HTTP/WebSocket handlers; the domain
+//! modules (`users`, `auth`, `chat`, `settings`) are plain functions over SQLite;
+//! `db` owns storage (the group-committing writer and the read pool); `hub` routes
+//! realtime events to sockets.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod datadir;
+pub mod db;
+pub mod error;
+pub mod hub;
+pub mod server;
+pub mod settings;
+pub mod state;
+pub mod static_files;
+pub mod users;

@@ -1,0 +1,287 @@
+//! Wires storage, auth, the hub and the routes together, runs the HTTP server,
+//! the background chores, and the graceful shutdown.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::params;
+
+use crate::auth::AuthState;
+use crate::config::Config;
+use crate::datadir::{DataDir, DataDirError};
+use crate::db::{self, Db, DbError, migrations};
+use crate::error::AppError;
+use crate::hub::{self, Hub};
+use crate::settings::SettingsStore;
+use crate::state::{AppState, SharedState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("{0}")]
+    Setup(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl From<AppError> for ServeError {
+    fn from(err: AppError) -> Self {
+        ServeError::Setup(err.to_string())
+    }
+}
+
+/// Everything a running server holds; dropping it releases the data directory.
+pub struct Prepared {
+    pub state: SharedState,
+    _data_dir: DataDir,
+}
+
+/// Opens (and locks) the data directory, migrates, loads caches, starts the writer.
+pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
+    let data_dir = DataDir::open_locked(&config.server.data_dir)?;
+    let db_path = data_dir.database_path();
+    let mut conn = db::open_writer_connection(&db_path)?;
+    let applied = migrations::migrate(&mut conn)?;
+    for migration in &applied {
+        tracing::info!(version = migration.version, name = %migration.name, "applied migration");
+    }
+    let secret = data_dir.jwt_secret()?;
+    let auth = AuthState::load(&conn, &secret, &config)?;
+    let settings = SettingsStore::load(&conn, &config)?;
+    let hub = Hub::new(config.limits.ws_outbound_queue);
+    hub.load(&conn).map_err(DbError::from)?;
+    let publisher = hub.clone();
+    let db = Db::start(
+        &db_path,
+        conn,
+        config.server.read_connections,
+        Box::new(move |events| publisher.publish(events)),
+    )?;
+    let state = Arc::new(AppState {
+        data_dir: data_dir.root.clone(),
+        config,
+        db,
+        auth,
+        hub,
+        settings,
+        started_at: Instant::now(),
+    });
+    Ok(Prepared {
+        state,
+        _data_dir: data_dir,
+    })
+}
+
+/// Runs the server until Ctrl-C or SIGTERM.
+pub async fn serve(config: Config) -> Result<(), ServeError> {
+    let addr = config
+        .listen_addr()
+        .map_err(|e| ServeError::Setup(e.to_string()))?;
+    let prepared = prepare(config)?;
+    let state = prepared.state.clone();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    announce(&state, local);
+
+    let chores = spawn_chores(state.clone());
+    let routes = crate::api::routes(state.clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        warp::serve(routes)
+            .incoming(listener)
+            .graceful(async {
+                let _ = stop_rx.await;
+            })
+            .run(),
+    );
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing requests in flight");
+    // Tell clients first, so they reconnect elsewhere or later with `since`.
+    state.hub.close_all(hub::close::GOING_AWAY);
+    let _ = stop_tx.send(());
+    let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
+    if tokio::time::timeout(grace, server).await.is_err() {
+        tracing::warn!("some requests did not finish within {grace:?}");
+    }
+    for chore in chores {
+        chore.abort();
+    }
+    flush_dirty(&state).await;
+    state.db.writer.shutdown().await;
+    tracing::info!("database closed; bye");
+    drop(prepared);
+    Ok(())
+}
+
+/// Prints where to connect: the listening address, every LAN URL, and the
+/// setup link while no admin exists.
+fn announce(state: &SharedState, local: SocketAddr) {
+    // A plain line on stdout that scripts and tests can rely on.
+    println!("lanchat listening on http://{local}");
+    tracing::info!(address = %local, "listening");
+    let urls = lan_urls(local);
+    for url in &urls {
+        println!("  open {url}");
+        tracing::info!(%url, "people on the LAN can open");
+    }
+    if let Some(token) = state.auth.setup_token() {
+        let base = urls
+            .first()
+            .cloned()
+            .unwrap_or_else(|| format!("http://{local}"));
+        println!("  first-run setup: {base}/setup?token={token}");
+        println!("  (or run: lanchat --create-user NAME --admin)");
+        tracing::warn!(setup_url = %format!("{base}/setup?token={token}"), "no admin yet: open the setup link to create one");
+    }
+}
+
+/// `http://ip:port` for every address this machine can be reached at.
+pub fn lan_urls(local: SocketAddr) -> Vec<String> {
+    let port = local.port();
+    let specific = !local.ip().is_unspecified();
+    if specific {
+        return vec![format!("http://{local}")];
+    }
+    let mut urls = Vec::new();
+    if let Ok(interfaces) = if_addrs::get_if_addrs() {
+        for interface in interfaces {
+            let ip = interface.ip();
+            if ip.is_loopback() {
+                continue;
+            }
+            // Listening on 0.0.0.0 serves IPv4 only; on [::] both.
+            if local.is_ipv4() && ip.is_ipv6() {
+                continue;
+            }
+            urls.push(match ip {
+                IpAddr::V4(v4) => format!("http://{v4}:{port}"),
+                IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => continue,
+                IpAddr::V6(v6) => format!("http://[{v6}]:{port}"),
+            });
+        }
+    }
+    if urls.is_empty() {
+        urls.push(format!("http://127.0.0.1:{port}"));
+    }
+    urls
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+/// Periodic work: typing timeouts, persisting delivery marks and last-seen
+/// times, pruning the event log.
+fn spawn_chores(state: SharedState) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut chores = Vec::new();
+    let hub = state.hub.clone();
+    chores.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            hub.expire_typing();
+        }
+    }));
+    let flush_state = state.clone();
+    chores.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            flush_dirty(&flush_state).await;
+        }
+    }));
+    let prune_state = state;
+    chores.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            if let Err(err) = prune_events(&prune_state).await {
+                tracing::warn!(error = %err, "pruning old events failed");
+            }
+        }
+    }));
+    chores
+}
+
+/// Writes the hub's delivery marks and last-seen times in one transaction.
+async fn flush_dirty(state: &SharedState) {
+    let crate::hub::Dirty {
+        delivered,
+        last_seen: seen,
+    } = state.hub.take_dirty();
+    if delivered.is_empty() && seen.is_empty() {
+        return;
+    }
+    let result = state
+        .db
+        .writer
+        .run(move |ctx| {
+            let mut mark = ctx.conn().prepare_cached(
+                "UPDATE members SET last_delivered_id = ?3
+                 WHERE conversation_id = ?1 AND user_id = ?2 AND last_delivered_id < ?3",
+            )?;
+            for ((conversation_id, user_id), message_id) in &delivered {
+                mark.execute(params![conversation_id, user_id, message_id])?;
+            }
+            let mut last_seen = ctx
+                .conn()
+                .prepare_cached("UPDATE users SET last_seen_at = ?2 WHERE id = ?1")?;
+            for (user_id, at) in &seen {
+                last_seen.execute(params![user_id, at])?;
+            }
+            Ok::<_, AppError>(())
+        })
+        .await;
+    if let Err(err) = result {
+        tracing::warn!(error = %err, "saving delivery marks failed");
+    }
+}
+
+/// Drops events past the retention (count or age, whichever is reached first).
+pub async fn prune_events(state: &SharedState) -> Result<usize, AppError> {
+    let keep = state.config.events.retention_count as i64;
+    let max_age_ms = (state.config.events.retention_days as i64) * 86_400_000;
+    state
+        .db
+        .writer
+        .run(move |ctx| {
+            let cutoff = ctx.now() - max_age_ms;
+            let removed = ctx.conn().execute(
+                "DELETE FROM events
+                 WHERE event_id <= (SELECT COALESCE(MAX(event_id), 0) FROM events) - ?1
+                    OR created_at < ?2",
+                params![keep, cutoff],
+            )?;
+            Ok(removed)
+        })
+        .await
+}

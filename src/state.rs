@@ -1,0 +1,23 @@
+//! The state every request handler shares.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::auth::AuthState;
+use crate::config::Config;
+use crate::db::Db;
+use crate::hub::Hub;
+use crate::settings::SettingsStore;
+
+pub struct AppState {
+    pub config: Config,
+    pub db: Db,
+    pub auth: AuthState,
+    pub hub: Hub,
+    pub settings: SettingsStore,
+    pub data_dir: PathBuf,
+    pub started_at: Instant,
+}
+
+pub type SharedState = Arc<AppState>;
