@@ -76,7 +76,6 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     username: String,
     password: String,
@@ -87,14 +86,12 @@ pub struct RegisterRequest {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     username: String,
     password: String,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     refresh_token: String,
 }

@@ -32,7 +32,6 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct SetupRequest {
     setup_token: String,
     username: String,

@@ -94,7 +94,6 @@ async fn get_me(state: SharedState, caller: AuthUser) -> AppResult<Response> {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct PatchMe {
     #[serde(default)]
     display_name: Option<String>,
@@ -138,7 +137,6 @@ async fn patch_me(state: SharedState, caller: AuthUser, body: PatchMe) -> AppRes
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct ChangePassword {
     current_password: String,
     new_password: String,
@@ -180,7 +178,6 @@ async fn change_password(
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct DirectoryQuery {
     #[serde(default)]
     q: String,
