@@ -7,6 +7,7 @@
 //! realtime events to sockets.
 
 pub mod api;
+pub mod attachments;
 pub mod auth;
 pub mod cli;
 pub mod config;

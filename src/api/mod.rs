@@ -2,8 +2,11 @@
 //! the table that mounts every API area, and the one rejection handler that turns
 //! anything warp refuses into the contract's JSON error.
 
+pub mod admin;
+pub mod attachments;
 pub mod auth;
 pub mod health;
+pub mod search;
 pub mod setup;
 pub mod users;
 
@@ -34,6 +37,12 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
                 .or(auth::routes(state.clone()))
                 .unify()
                 .or(users::routes(state.clone()))
+                .unify()
+                .or(attachments::routes(state.clone()))
+                .unify()
+                .or(search::routes(state.clone()))
+                .unify()
+                .or(admin::routes(state.clone()))
                 .unify()
                 .or(warp::path!("openapi.json").and(warp::get()).map(|| {
                     warp::reply::with_header(OPENAPI, "content-type", "application/json")
