@@ -328,7 +328,8 @@ pub fn validate_new(message: &mut NewMessage, max_chars: usize) -> AppResult<()>
             format!("at most {MAX_ATTACHMENTS} attachments per message"),
         ));
     }
-    message.attachment_ids.dedup();
+    let mut seen = std::collections::HashSet::new();
+    message.attachment_ids.retain(|id| seen.insert(*id));
     validate_body(&message.body, !message.attachment_ids.is_empty(), max_chars)
 }
 
