@@ -6,6 +6,7 @@ pub mod admin;
 pub mod attachments;
 pub mod auth;
 pub mod conversations;
+pub mod export;
 pub mod health;
 pub mod messages;
 pub mod search;
@@ -44,6 +45,8 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
                 .or(conversations::routes(state.clone()))
                 .unify()
                 .or(messages::routes(state.clone()))
+                .unify()
+                .or(export::routes(state.clone()))
                 .unify()
                 .or(ws::routes(state.clone()))
                 .unify()
