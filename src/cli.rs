@@ -5,7 +5,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::{Config, Overrides};
 use crate::datadir::DataDir;
@@ -20,8 +20,7 @@ use crate::users::{self, NewUser};
     about = "A self-hosted messenger for office LANs, in one binary.",
     long_about = "A self-hosted messenger for office LANs, in one binary.\n\n\
                   With no arguments it serves the web client and the API (data in ./lanchat-data, \
-                  listening on 0.0.0.0:8080) and prints the addresses people can open.",
-    args_conflicts_with_subcommands = true
+                  listening on 0.0.0.0:8080) and prints the addresses people can open."
 )]
 pub struct Cli {
     /// Read settings from this TOML file (see config.example.toml).
@@ -78,6 +77,9 @@ enum CliError {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(err) = check_conflicts(&cli) {
+        err.exit();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -85,6 +87,19 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--migrate` and `--create-user` are commands of their own. (clap's
+/// `args_conflicts_with_subcommands` would also refuse the global options before
+/// a subcommand, as in `lanchat --data-dir DIR serve`, so this is checked here.)
+fn check_conflicts(cli: &Cli) -> Result<(), clap::Error> {
+    if cli.command.is_some() && (cli.migrate || cli.create_user.is_some()) {
+        return Err(Cli::command().error(
+            clap::error::ErrorKind::ArgumentConflict,
+            "--migrate and --create-user cannot be combined with a subcommand",
+        ));
+    }
+    Ok(())
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -248,7 +263,6 @@ fn read_new_password(from_stdin: bool) -> Result<String, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn command_line_is_consistent() {
@@ -265,5 +279,16 @@ mod tests {
         assert!(cli.admin && cli.password_stdin);
         assert!(Cli::try_parse_from(["lanchat", "--admin"]).is_err());
         assert!(Cli::try_parse_from(["lanchat", "--migrate", "--create-user", "x"]).is_err());
+        // Global options go before or after a subcommand.
+        for args in [
+            &["lanchat", "--data-dir", "d", "reset-password", "bob"][..],
+            &["lanchat", "reset-password", "bob", "--data-dir", "d"][..],
+            &["lanchat", "--listen", "127.0.0.1:1", "serve"][..],
+        ] {
+            let cli = Cli::try_parse_from(args).expect("parse");
+            assert!(check_conflicts(&cli).is_ok(), "{args:?}");
+        }
+        let cli = Cli::try_parse_from(["lanchat", "--migrate", "serve"]).expect("parse");
+        assert!(check_conflicts(&cli).is_err());
     }
 }
