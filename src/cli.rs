@@ -5,7 +5,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::{Config, Overrides};
 use crate::datadir::DataDir;
@@ -88,6 +88,9 @@ enum CliError {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(err) = check_conflicts(&cli) {
+        err.exit();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -97,6 +100,19 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `--migrate` and `--create-user` are commands of their own. (clap's
+/// `args_conflicts_with_subcommands` would also refuse the global options before
+/// a subcommand, as in `lanchat --data-dir DIR serve`, so this is checked here.)
+fn check_conflicts(cli: &Cli) -> Result<(), clap::Error> {
+    if cli.command.is_some() && (cli.migrate || cli.create_user.is_some()) {
+        return Err(Cli::command().error(
+            clap::error::ErrorKind::ArgumentConflict,
+            "--migrate and --create-user cannot be combined with a subcommand",
+        ));
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), CliError> {
     if cli.password_stdin
         && cli.create_user.is_none()
@@ -104,11 +120,6 @@ fn run(cli: Cli) -> Result<(), CliError> {
     {
         return Err(CliError::Usage(
             "--password-stdin goes with --create-user or reset-password".into(),
-        ));
-    }
-    if cli.command.is_some() && (cli.migrate || cli.create_user.is_some()) {
-        return Err(CliError::Usage(
-            "--migrate and --create-user are commands of their own; drop the subcommand".into(),
         ));
     }
     let overrides = Overrides {
@@ -299,7 +310,6 @@ fn read_new_password(from_stdin: bool) -> Result<String, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn command_line_is_consistent() {
@@ -322,5 +332,16 @@ mod tests {
         let cli = Cli::try_parse_from(["lanchat", "export", "--data-dir", "d", "out.json"])
             .expect("parse");
         assert_eq!(cli.data_dir.as_deref(), Some(std::path::Path::new("d")));
+        // Global options go before or after a subcommand.
+        for args in [
+            &["lanchat", "--data-dir", "d", "reset-password", "bob"][..],
+            &["lanchat", "reset-password", "bob", "--data-dir", "d"][..],
+            &["lanchat", "--listen", "127.0.0.1:1", "serve"][..],
+        ] {
+            let cli = Cli::try_parse_from(args).expect("parse");
+            assert!(check_conflicts(&cli).is_ok(), "{args:?}");
+        }
+        let cli = Cli::try_parse_from(["lanchat", "--migrate", "serve"]).expect("parse");
+        assert!(check_conflicts(&cli).is_err());
     }
 }

@@ -7,6 +7,8 @@ use common::*;
 
 use std::time::Duration;
 
+use futures_util::SinkExt;
+
 const WAIT: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(400);
 

@@ -190,10 +190,14 @@ where
     Ok(collected.freeze())
 }
 
-/// Decodes JSON, naming the field at fault when there is one.
+/// Decodes a JSON object, naming the field at fault when there is one.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> AppResult<T> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(AppError::bad_request("a JSON body is required"));
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Err(AppError::bad_request("a JSON body is required")),
+        // serde would read a struct from an array of its fields in order:
+        // every request body of the API is an object, so say so instead.
+        Some(b'{') => {}
+        Some(_) => return Err(AppError::bad_request("the body must be a JSON object")),
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize(&mut deserializer) {
@@ -356,6 +360,9 @@ mod tests {
         let err = parse_json::<Login>(br#"{"username": "#).expect_err("syntax");
         assert_eq!(err.code(), "bad_request");
         assert!(parse_json::<Login>(b"").is_err());
+        let err = parse_json::<Login>(br#" ["alice", "secret"]"#).expect_err("array");
+        assert_eq!(err.code(), "bad_request");
+        assert!(parse_json::<Login>(br#" {"username": "a", "password": "b"}"#).is_ok());
     }
 
     #[test]
