@@ -77,7 +77,9 @@ async fn web_client_in_headless_chromium() {
     );
     // The suite must really have run something.
     assert!(
-        stdout.lines().any(|l| l.trim_start().starts_with("# pass") && !l.trim().ends_with(" 0")),
+        stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("# pass") && !l.trim().ends_with(" 0")),
         "the browser suite ran no test:\n{stdout}"
     );
 }

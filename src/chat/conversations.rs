@@ -335,7 +335,10 @@ pub fn create_direct(
         ));
     }
     if access::has_blocked(ctx.conn(), other, me)? {
-        return Err(AppError::forbidden_code("blocked", "this person does not accept your messages"));
+        return Err(AppError::forbidden_code(
+            "blocked",
+            "this person does not accept your messages",
+        ));
     }
     let key = format!("{}:{}", me.min(other), me.max(other));
     let existing: Option<i64> = ctx
