@@ -153,6 +153,12 @@ pub fn json_body<T: DeserializeOwned + Send + 'static>(
     })
 }
 
+/// How much of an oversize body is still read (and dropped) before the 413, and
+/// for how long: a server that closes while the client is still sending makes the
+/// client's OS reset the connection, and the client never sees the 413.
+const OVERSIZE_DRAIN_BYTES: u64 = 8 * 1024 * 1024;
+const OVERSIZE_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn read_limited<S, B>(body: S, limit: u64) -> AppResult<Bytes>
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
@@ -164,6 +170,16 @@ where
         let mut chunk =
             chunk.map_err(|_| AppError::bad_request("the request body could not be read"))?;
         if collected.len() as u64 + chunk.remaining() as u64 > limit {
+            let mut drained = 0u64;
+            let drain = async {
+                while let Some(Ok(chunk)) = body.next().await {
+                    drained += chunk.remaining() as u64;
+                    if drained > OVERSIZE_DRAIN_BYTES {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(OVERSIZE_DRAIN_TIME, drain).await;
             return Err(AppError::PayloadTooLarge(
                 format!("the request body is over {limit} bytes").into(),
             ));
