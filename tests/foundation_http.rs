@@ -139,6 +139,15 @@ async fn wrong_types_and_missing_fields_name_the_field() {
         let reply = server.post(path, ANON, body.clone()).await;
         assert_field_error(&reply, 400, "bad_request", field);
     }
+    // The same key twice.
+    let reply = post_raw(
+        &server,
+        LOGIN,
+        r#"{"username": "alice", "password": "x", "password": "y"}"#,
+        Some("application/json"),
+    )
+    .await;
+    assert_field_error(&(reply.status, reply.json), 400, "bad_request", "password");
     let reply = server
         .post(
             "/api/v1/users/me/password",

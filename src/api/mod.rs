@@ -220,8 +220,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> AppResult<T> {
                 inner.to_string()
             };
             if path.is_empty() || path == "." {
-                // A missing field is reported by serde at the parent: pull its name out.
-                match missing_field_name(&message) {
+                // A missing or repeated field is reported by serde at the parent:
+                // pull its name out.
+                match field_named_in(&message) {
                     Some(field) => Err(AppError::bad_field(field, message)),
                     None => Err(AppError::bad_request(message)),
                 }
@@ -232,8 +233,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> AppResult<T> {
     }
 }
 
-fn missing_field_name(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("missing field `")?;
+fn field_named_in(message: &str) -> Option<String> {
+    let rest = message
+        .strip_prefix("missing field `")
+        .or_else(|| message.strip_prefix("duplicate field `"))?;
     Some(rest.split('`').next()?.to_owned())
 }
 
@@ -272,7 +275,12 @@ fn serde_urlencoded_from_str<T: DeserializeOwned>(raw: &str) -> AppResult<T> {
         let path = err.path().to_string();
         let message = err.into_inner().to_string();
         if path.is_empty() || path == "." {
-            AppError::bad_request(format!("bad query string: {message}"))
+            match field_named_in(&message) {
+                Some(field) => {
+                    AppError::bad_field(field, format!("bad query parameter: {message}"))
+                }
+                None => AppError::bad_request(format!("bad query string: {message}")),
+            }
         } else {
             AppError::bad_field(path, format!("bad query parameter: {message}"))
         }
@@ -361,6 +369,9 @@ mod tests {
         assert_eq!(err.field(), Some("username"));
         let err = parse_json::<Login>(br#"{"username": "a"}"#).expect_err("missing");
         assert_eq!(err.field(), Some("password"));
+        let err = parse_json::<Login>(br#"{"username": "a", "username": "b", "password": "c"}"#)
+            .expect_err("duplicate");
+        assert_eq!(err.field(), Some("username"));
         let err = parse_json::<Login>(br#"{"username": "#).expect_err("syntax");
         assert_eq!(err.code(), "bad_request");
         assert!(parse_json::<Login>(b"").is_err());
@@ -388,6 +399,8 @@ mod tests {
         assert_eq!(q.q.as_deref(), Some("héllo world"));
         assert_eq!(q.limit, Some(5));
         let err = serde_urlencoded_from_str::<Q>("limit=abc").expect_err("bad");
+        assert_eq!(err.field(), Some("limit"));
+        let err = serde_urlencoded_from_str::<Q>("limit=1&limit=2").expect_err("twice");
         assert_eq!(err.field(), Some("limit"));
     }
 }
