@@ -886,6 +886,7 @@ async fn directory_pages_without_gaps_or_duplicates() {
         ("limit=abc", "limit"),
         ("limit=-1", "limit"),
         ("limit=99999999999", "limit"),
+        ("limit=1&limit=2", "limit"),
     ] {
         let reply = server.get(&format!("/api/v1/users?{query}"), me).await;
         assert_field_error(&reply, 400, "bad_request", field);

@@ -139,6 +139,15 @@ async fn wrong_types_and_missing_fields_name_the_field() {
         let reply = server.post(path, ANON, body.clone()).await;
         assert_field_error(&reply, 400, "bad_request", field);
     }
+    // The same key twice.
+    let reply = post_raw(
+        &server,
+        LOGIN,
+        r#"{"username": "alice", "password": "x", "password": "y"}"#,
+        Some("application/json"),
+    )
+    .await;
+    assert_field_error(&(reply.status, reply.json), 400, "bad_request", "password");
     let reply = server
         .post(
             "/api/v1/users/me/password",
@@ -193,10 +202,28 @@ async fn oversize_bodies_are_a_413() {
     let reply = server.send(request).await;
     assert_eq!(reply.status, 413, "{}", reply.text);
     assert_eq!(reply.json["error"]["code"], json!("payload_too_large"));
+    // The rest of the body is not read, so the connection is not reused.
+    assert_eq!(reply.header("connection"), Some("close"));
+
+    // Far too much: the server may give up on reading and close, but it survives.
+    let chunk = Bytes::from(vec![b'x'; 1024 * 1024]);
+    let chunks: Vec<Result<Bytes, std::io::Error>> = (0..64).map(|_| Ok(chunk.clone())).collect();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let outcome = server
+        .client()
+        .post(server.url(LOGIN))
+        .body(body)
+        .send()
+        .await;
+    if let Ok(response) = outcome {
+        assert_eq!(response.status(), 413);
+    }
 
     // The server is fine afterwards.
-    let (status, _) = server.get("/healthz", ANON).await;
-    assert_eq!(status, 200);
+    for _ in 0..5 {
+        let (status, _) = server.get("/healthz", ANON).await;
+        assert_eq!(status, 200);
+    }
 }
 
 #[tokio::test]
