@@ -625,8 +625,9 @@ function applyEvent(f) {
       break;
     case 'conversation.created':
     case 'conversation.updated':
-      // "the conversation as the receiving user sees it": personal fields included
-      if (f.conversation) upsertConv(f.conversation, { replacePersonal: true });
+      // Events carry what every member sees alike; personal fields (unread count,
+      // read pointer, mute, role) stay as this client tracks them.
+      if (f.conversation) upsertConv(f.conversation);
       break;
     case 'member.added':
       if (state.me && f.user_id === state.me.id && !c) { goneConvs.delete(f.conversation_id); fetchConv(f.conversation_id); break; }
