@@ -6,6 +6,7 @@
 //! `db` owns storage (the group-committing writer and the read pool); `hub` routes
 //! realtime events to sockets.
 
+pub mod admin;
 pub mod api;
 pub mod attachments;
 pub mod auth;

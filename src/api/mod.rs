@@ -104,6 +104,36 @@ pub fn authenticated(
     })
 }
 
+/// Like [`authenticated`], and the caller must be an enabled admin according to
+/// the database at this moment (403 `forbidden` otherwise).
+pub fn admin_authenticated(
+    state: SharedState,
+) -> impl Filter<Extract = (AuthUser,), Error = Rejection> + Clone {
+    authenticated(state.clone()).and_then(move |caller: AuthUser| {
+        let state = state.clone();
+        async move {
+            require_admin(&state, caller)
+                .await
+                .map_err(warp::reject::custom)?;
+            Ok::<_, Rejection>(caller)
+        }
+    })
+}
+
+/// Checks in the database that `caller` is an enabled admin.
+pub async fn require_admin(state: &SharedState, caller: AuthUser) -> AppResult<()> {
+    let user_id = caller.user_id;
+    let is_admin = state
+        .db
+        .read(move |conn| crate::admin::is_active_admin(conn, user_id))
+        .await?;
+    if is_admin {
+        Ok(())
+    } else {
+        Err(AppError::forbidden("this needs an administrator"))
+    }
+}
+
 pub fn bearer_token(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim().split_once(' ')?;
     scheme
@@ -149,6 +179,22 @@ pub fn json_body<T: DeserializeOwned + Send + 'static>(
         let bytes = read_limited(body, limit)
             .await
             .map_err(warp::reject::custom)?;
+        parse_json::<T>(&bytes).map_err(warp::reject::custom)
+    })
+}
+
+/// Like [`json_body`], but an empty body means `T::default()` (for endpoints
+/// whose fields are all optional, such as creating an invite).
+pub fn optional_json_body<T: DeserializeOwned + Default + Send + 'static>(
+    limit: u64,
+) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    warp::body::stream().and_then(move |body| async move {
+        let bytes = read_limited(body, limit)
+            .await
+            .map_err(warp::reject::custom)?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(T::default());
+        }
         parse_json::<T>(&bytes).map_err(warp::reject::custom)
     })
 }
