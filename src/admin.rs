@@ -366,4 +366,12 @@ mod tests {
         assert!(stats.database_bytes > 0);
         db.writer.shutdown_blocking();
     }
+
+    #[test]
+    fn writer_liveness_is_reported() {
+        let (_dir, db) = db();
+        assert!(db.writer.is_alive());
+        db.writer.shutdown_blocking();
+        assert!(!db.writer.is_alive());
+    }
 }

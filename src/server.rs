@@ -13,6 +13,7 @@ use crate::datadir::{DataDir, DataDirError};
 use crate::db::{self, Db, DbError, migrations};
 use crate::error::AppError;
 use crate::hub::{self, Hub};
+use crate::metrics::Metrics;
 use crate::settings::SettingsStore;
 use crate::state::{AppState, SharedState};
 
@@ -64,6 +65,7 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
         config.server.read_connections,
         Box::new(move |events| publisher.publish(events)),
     )?;
+    let metrics = Metrics::new(hub.clone(), db.writer.stats.clone());
     let state = Arc::new(AppState {
         data_dir: data_dir.root.clone(),
         config,
@@ -71,6 +73,7 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
         auth,
         hub,
         settings,
+        metrics,
         started_at: Instant::now(),
     });
     Ok(Prepared {

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod attachments;
 pub mod auth;
 pub mod health;
+pub mod metrics;
 pub mod search;
 pub mod setup;
 pub mod users;
@@ -52,7 +53,10 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
         )
         .boxed();
 
+    let metrics = state.metrics.clone();
     health::routes(state.clone())
+        .or(metrics::routes(state.clone()))
+        .unify()
         .or(api)
         .unify()
         .or(crate::static_files::routes())
@@ -66,12 +70,18 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
             );
             response
         })
-        .with(warp::log::custom(log_request))
+        .with(warp::log::custom(move |info| log_request(&metrics, info)))
         .map(Reply::into_response)
         .boxed()
 }
 
-fn log_request(info: warp::log::Info<'_>) {
+fn log_request(metrics: &crate::metrics::Metrics, info: warp::log::Info<'_>) {
+    metrics.record_http(
+        info.method(),
+        info.path(),
+        info.status().as_u16(),
+        info.elapsed(),
+    );
     tracing::info!(
         target: "lanchat::http",
         method = %info.method(),
