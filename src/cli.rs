@@ -20,8 +20,7 @@ use crate::users::{self, NewUser};
     about = "A self-hosted messenger for office LANs, in one binary.",
     long_about = "A self-hosted messenger for office LANs, in one binary.\n\n\
                   With no arguments it serves the web client and the API (data in ./lanchat-data, \
-                  listening on 0.0.0.0:8080) and prints the addresses people can open.",
-    args_conflicts_with_subcommands = true
+                  listening on 0.0.0.0:8080) and prints the addresses people can open."
 )]
 pub struct Cli {
     /// Read settings from this TOML file (see config.example.toml).
@@ -58,6 +57,18 @@ pub enum Command {
         /// The username.
         name: String,
     },
+    /// Write a backup archive (database snapshot and attachment files) to FILE.
+    /// Works while the server is running.
+    Backup {
+        /// The archive to write (a tar file); it must not exist yet.
+        file: PathBuf,
+    },
+    /// Restore a backup archive into the data directory, which must be empty or
+    /// not exist yet.
+    Restore {
+        /// The archive to restore (made by `lanchat backup` or the admin API).
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +83,8 @@ enum CliError {
     Serve(#[from] crate::server::ServeError),
     #[error("{0}")]
     App(#[from] AppError),
+    #[error("{0}")]
+    Backup(#[from] crate::backup::BackupError),
     #[error("{0}")]
     Usage(String),
 }
@@ -88,6 +101,14 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
+    // Checked here rather than with clap's `args_conflicts_with_subcommands`, which
+    // would also refuse the global flags before a subcommand
+    // (`lanchat --data-dir D restore FILE`).
+    if (cli.migrate || cli.create_user.is_some()) && cli.command.is_some() {
+        return Err(CliError::Usage(
+            "--migrate and --create-user cannot be combined with a subcommand".into(),
+        ));
+    }
     if cli.password_stdin
         && cli.create_user.is_none()
         && !matches!(cli.command, Some(Command::ResetPassword { .. }))
@@ -115,6 +136,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
     }
     match cli.command {
         Some(Command::ResetPassword { name }) => reset_password(&config, &name, cli.password_stdin),
+        Some(Command::Backup { file }) => backup(&config, &file),
+        Some(Command::Restore { file }) => restore(&config, &file),
         Some(Command::Serve) | None => serve(config),
     }
 }
@@ -217,6 +240,48 @@ fn reset_password(config: &Config, name: &str, from_stdin: bool) -> Result<(), C
     Ok(())
 }
 
+/// `lanchat backup FILE`: reads the database read-only beside a running server
+/// (no lock, no migration) and writes the archive atomically.
+fn backup(config: &Config, file: &std::path::Path) -> Result<(), CliError> {
+    let data_dir = &config.server.data_dir;
+    if !data_dir.join(db::DB_FILE).is_file() {
+        return Err(CliError::Usage(format!(
+            "there is no lanchat database in {}; pass --data-dir",
+            data_dir.display()
+        )));
+    }
+    let manifest = crate::backup::archive_to_file(data_dir, file)?;
+    let bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "wrote {} ({} bytes): database schema {}, {} attachment file(s)",
+        file.display(),
+        bytes,
+        manifest.schema_version,
+        manifest.files.len()
+    );
+    Ok(())
+}
+
+/// `lanchat restore FILE`: only into an empty or new data directory.
+fn restore(config: &Config, file: &std::path::Path) -> Result<(), CliError> {
+    let data_dir = &config.server.data_dir;
+    let manifest = crate::backup::restore(file, data_dir)?;
+    println!(
+        "restored {} into {}: backup of {} made by lanchat {}, database schema {}, {} attachment file(s)",
+        file.display(),
+        data_dir.display(),
+        crate::backup::utc_stamp(manifest.created_at),
+        manifest.lanchat_version,
+        manifest.schema_version,
+        manifest.files.len()
+    );
+    println!(
+        "start the server on it with: lanchat --data-dir {}",
+        data_dir.display()
+    );
+    Ok(())
+}
+
 /// The new password: one line of stdin with --password-stdin, else asked twice
 /// on the terminal.
 fn read_new_password(from_stdin: bool) -> Result<String, CliError> {
@@ -265,5 +330,14 @@ mod tests {
         assert!(cli.admin && cli.password_stdin);
         assert!(Cli::try_parse_from(["lanchat", "--admin"]).is_err());
         assert!(Cli::try_parse_from(["lanchat", "--migrate", "--create-user", "x"]).is_err());
+        let cli =
+            Cli::try_parse_from(["lanchat", "backup", "b.tar", "--data-dir", "d"]).expect("backup");
+        assert!(matches!(cli.command, Some(Command::Backup { .. })));
+        assert!(cli.data_dir.is_some());
+        let cli = Cli::try_parse_from(["lanchat", "--data-dir", "d", "restore", "b.tar"])
+            .expect("restore");
+        assert!(matches!(cli.command, Some(Command::Restore { .. })));
+        Cli::try_parse_from(["lanchat", "--data-dir", "d", "reset-password", "bob"])
+            .expect("global flag before a subcommand");
     }
 }

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod api;
 pub mod attachments;
 pub mod auth;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod datadir;

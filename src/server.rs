@@ -66,6 +66,7 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
         Box::new(move |events| publisher.publish(events)),
     )?;
     let metrics = Metrics::new(hub.clone(), db.writer.stats.clone());
+    crate::backup::remove_stale_temp_files(&data_dir.root);
     let state = Arc::new(AppState {
         data_dir: data_dir.root.clone(),
         config,
@@ -203,7 +204,7 @@ async fn shutdown_signal() {
 }
 
 /// Periodic work: typing timeouts, persisting delivery marks and last-seen
-/// times, pruning the event log.
+/// times, pruning the event log, scheduled backups.
 fn spawn_chores(state: SharedState) -> Vec<tokio::task::JoinHandle<()>> {
     let mut chores = Vec::new();
     let hub = state.hub.clone();
@@ -222,6 +223,9 @@ fn spawn_chores(state: SharedState) -> Vec<tokio::task::JoinHandle<()>> {
             flush_dirty(&flush_state).await;
         }
     }));
+    if let Some(backups) = crate::backup::spawn_scheduled_backups(state.clone()) {
+        chores.push(backups);
+    }
     let prune_state = state;
     chores.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(600));

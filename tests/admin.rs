@@ -32,6 +32,7 @@ fn admin_routes() -> Vec<(Method, &'static str, Option<Value>)> {
         (Method::GET, "/api/v1/admin/invites", None),
         (Method::DELETE, "/api/v1/admin/invites/NOSUCHCODE", None),
         (Method::GET, "/api/v1/admin/stats", None),
+        (Method::POST, "/api/v1/admin/backup", None),
     ]
 }
 

@@ -1,10 +1,18 @@
-//! `/admin/*`: accounts, settings, invites and statistics. Every route
+//! `/admin/*`: accounts, settings, invites, statistics and backups. Every route
 //! needs an enabled admin, checked in the database on each request.
 
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::Stream;
 use serde::Deserialize;
+use tokio::io::{AsyncRead, ReadBuf};
 use warp::Filter;
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
+use warp::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE};
+use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
 
 use super::auth::hash_password;
@@ -15,6 +23,7 @@ use super::{
 };
 use crate::admin::{self, UserChange};
 use crate::auth::AuthUser;
+use crate::backup::{self, TempPath};
 use crate::error::{AppError, AppResult};
 use crate::hub::close;
 use crate::settings::{self, Registration, SettingsPatch};
@@ -85,6 +94,12 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
         .and(a())
         .then(stats)
         .map(respond);
+    let backup = warp::path!("admin" / "backup")
+        .and(warp::post())
+        .and(s())
+        .and(a())
+        .then(backup)
+        .map(respond);
     list_users
         .or(create_user)
         .unify()
@@ -101,6 +116,8 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
         .or(delete_invite)
         .unify()
         .or(stats)
+        .unify()
+        .or(backup)
         .unify()
         .boxed()
 }
@@ -390,4 +407,66 @@ async fn stats(state: SharedState, _admin: AuthUser) -> AppResult<Response> {
         "database_bytes": counts.database_bytes,
         "attachment_bytes": counts.attachment_bytes,
     })))
+}
+
+/// Builds the archive in a temporary file in the data directory (off the async
+/// threads), then streams it; the file is deleted once sent or abandoned.
+async fn backup(state: SharedState, caller: AuthUser) -> AppResult<Response> {
+    let data_dir = state.data_dir.clone();
+    let started = std::time::Instant::now();
+    let (temp, manifest) =
+        tokio::task::spawn_blocking(move || backup::archive_to_temp_file(&data_dir, &data_dir))
+            .await
+            .map_err(AppError::internal)??;
+    let file = tokio::fs::File::open(temp.path())
+        .await
+        .map_err(AppError::internal)?;
+    let size = file.metadata().await.map_err(AppError::internal)?.len();
+    tracing::info!(
+        admin = caller.user_id,
+        bytes = size,
+        files = manifest.files.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "backup made for download"
+    );
+    let filename = backup::archive_name(manifest.created_at);
+    let body = FileStream { file, _temp: temp };
+    let mut response = warp::reply::Reply::into_response(warp::reply::stream(body));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(size));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        headers.insert(CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+/// Streams a file in 64 KiB chunks, deleting it when done or dropped.
+struct FileStream {
+    file: tokio::fs::File,
+    _temp: TempPath,
+}
+
+const CHUNK: usize = 64 * 1024;
+
+impl Stream for FileStream {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut chunk = vec![0u8; CHUNK];
+        let mut read_buf = ReadBuf::new(&mut chunk);
+        match Pin::new(&mut self.file).poll_read(cx, &mut read_buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(err)) => Poll::Ready(Some(Err(err))),
+            Poll::Ready(Ok(())) => {
+                let n = read_buf.filled().len();
+                if n == 0 {
+                    return Poll::Ready(None);
+                }
+                chunk.truncate(n);
+                Poll::Ready(Some(Ok(Bytes::from(chunk))))
+            }
+        }
+    }
 }
