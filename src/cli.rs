@@ -20,8 +20,7 @@ use crate::users::{self, NewUser};
     about = "A self-hosted messenger for office LANs, in one binary.",
     long_about = "A self-hosted messenger for office LANs, in one binary.\n\n\
                   With no arguments it serves the web client and the API (data in ./lanchat-data, \
-                  listening on 0.0.0.0:8080) and prints the addresses people can open.",
-    args_conflicts_with_subcommands = true
+                  listening on 0.0.0.0:8080) and prints the addresses people can open."
 )]
 pub struct Cli {
     /// Read settings from this TOML file (see config.example.toml).
@@ -57,6 +56,17 @@ pub enum Command {
     ResetPassword {
         /// The username.
         name: String,
+    },
+    /// Export conversations (all, or one) to a file, as JSON or a readable HTML page.
+    Export {
+        /// Only this conversation id (default: every conversation).
+        #[arg(long, value_name = "ID")]
+        conversation: Option<i64>,
+        /// "json" or "html".
+        #[arg(long, default_value = "json")]
+        format: String,
+        /// Where to write the export.
+        file: PathBuf,
     },
 }
 
@@ -96,6 +106,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
             "--password-stdin goes with --create-user or reset-password".into(),
         ));
     }
+    if cli.command.is_some() && (cli.migrate || cli.create_user.is_some()) {
+        return Err(CliError::Usage(
+            "--migrate and --create-user are commands of their own; drop the subcommand".into(),
+        ));
+    }
     let overrides = Overrides {
         data_dir: cli.data_dir.clone(),
         listen: cli.listen.clone(),
@@ -115,6 +130,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
     }
     match cli.command {
         Some(Command::ResetPassword { name }) => reset_password(&config, &name, cli.password_stdin),
+        Some(Command::Export {
+            conversation,
+            format,
+            file,
+        }) => export(&config, conversation, &format, &file),
         Some(Command::Serve) | None => serve(config),
     }
 }
@@ -217,6 +237,37 @@ fn reset_password(config: &Config, name: &str, from_stdin: bool) -> Result<(), C
     Ok(())
 }
 
+fn export(
+    config: &Config,
+    conversation: Option<i64>,
+    format: &str,
+    file: &std::path::Path,
+) -> Result<(), CliError> {
+    use crate::chat::export::{self, Format};
+    let format =
+        Format::parse(format).ok_or_else(|| CliError::Usage("--format is json or html".into()))?;
+    let (_dir, db) = open_for_command(config)?;
+    let result = (|| -> Result<(), CliError> {
+        let conn = db.open_reader()?;
+        let ids = match conversation {
+            Some(id) => vec![id],
+            None => export::all_conversation_ids(&conn)?,
+        };
+        let out = std::fs::File::create(file)
+            .map_err(|err| CliError::Usage(format!("cannot write {}: {err}", file.display())))?;
+        let mut out = std::io::BufWriter::new(out);
+        export::write(&conn, None, &ids, format, db::now_ms(), &mut out)?;
+        println!(
+            "exported {} conversation(s) to {}",
+            ids.len(),
+            file.display()
+        );
+        Ok(())
+    })();
+    db.writer.shutdown_blocking();
+    result
+}
+
 /// The new password: one line of stdin with --password-stdin, else asked twice
 /// on the terminal.
 fn read_new_password(from_stdin: bool) -> Result<String, CliError> {
@@ -265,5 +316,11 @@ mod tests {
         assert!(cli.admin && cli.password_stdin);
         assert!(Cli::try_parse_from(["lanchat", "--admin"]).is_err());
         assert!(Cli::try_parse_from(["lanchat", "--migrate", "--create-user", "x"]).is_err());
+        let cli = Cli::try_parse_from(["lanchat", "--data-dir", "d", "export", "out.json"])
+            .expect("parse");
+        assert!(matches!(cli.command, Some(Command::Export { .. })));
+        let cli = Cli::try_parse_from(["lanchat", "export", "--data-dir", "d", "out.json"])
+            .expect("parse");
+        assert_eq!(cli.data_dir.as_deref(), Some(std::path::Path::new("d")));
     }
 }

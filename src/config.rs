@@ -451,3 +451,31 @@ mod tests {
         assert!(parse_duration("5x").is_err());
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    /// `config.example.toml` documents every key with its default: it must parse
+    /// without warnings into exactly the defaults.
+    #[test]
+    fn example_config_lists_every_key_with_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let loaded = Config::load_from(Some(&path), Vec::new(), &Overrides::default())
+            .expect("example loads");
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        assert_eq!(loaded.config, Config::default());
+        let text = std::fs::read_to_string(&path).expect("read");
+        let table: toml::Table = text.parse().expect("toml");
+        let defaults = toml::Table::try_from(Config::default()).expect("defaults");
+        for (section, keys) in &defaults {
+            let keys = keys.as_table().expect("section");
+            for key in keys.keys() {
+                assert!(
+                    table.get(section).and_then(|s| s.get(key)).is_some(),
+                    "config.example.toml lacks {section}.{key}"
+                );
+            }
+        }
+    }
+}

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod attachments;
 pub mod auth;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod datadir;

@@ -5,10 +5,14 @@
 pub mod admin;
 pub mod attachments;
 pub mod auth;
+pub mod conversations;
+pub mod export;
 pub mod health;
+pub mod messages;
 pub mod search;
 pub mod setup;
 pub mod users;
+pub mod ws;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -37,6 +41,14 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
                 .or(auth::routes(state.clone()))
                 .unify()
                 .or(users::routes(state.clone()))
+                .unify()
+                .or(conversations::routes(state.clone()))
+                .unify()
+                .or(messages::routes(state.clone()))
+                .unify()
+                .or(export::routes(state.clone()))
+                .unify()
+                .or(ws::routes(state.clone()))
                 .unify()
                 .or(attachments::routes(state.clone()))
                 .unify()

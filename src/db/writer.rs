@@ -89,6 +89,12 @@ impl WriteCtx<'_> {
         self.now
     }
 
+    /// The id the next emitted event will get (e.g. to record where a member's
+    /// visible history starts).
+    pub fn peek_event_id(&self) -> i64 {
+        *self.next_event_id
+    }
+
     /// Appends a durable event in this transaction and returns its id.
     pub fn emit(&mut self, draft: EventDraft) -> Result<i64, DbError> {
         let event_id = *self.next_event_id;
@@ -211,6 +217,25 @@ impl Writer {
             .await
             .map_err(|_| E::from(DbError::WriterGone))?;
         answer.await.map_err(|_| E::from(DbError::WriterGone))?
+    }
+
+    /// Queues `f` now (keeping the caller's order in the writer's FIFO queue) and
+    /// returns a future for its outcome, so one caller can pipeline many jobs.
+    pub async fn enqueue<R, E, F>(
+        &self,
+        f: F,
+    ) -> Result<impl std::future::Future<Output = Result<R, E>> + Send + 'static, E>
+    where
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let (job, answer) = Self::job(f);
+        self.queue
+            .send(Command::Job(job))
+            .await
+            .map_err(|_| E::from(DbError::WriterGone))?;
+        Ok(async move { answer.await.map_err(|_| E::from(DbError::WriterGone))? })
     }
 
     /// Like [`Writer::run`], for the command line and other non-async callers.

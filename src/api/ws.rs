@@ -1,0 +1,599 @@
+//! `GET /api/v1/ws`: one task per socket. It sends `hello`, replays missed events
+//! (`?since=`), then forwards the hub's queue to the socket while answering the
+//! client's frames. Every inbound frame is rate limited and re-checked against
+//! revocation; every write it asks for is authorised by the domain functions.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use warp::filters::BoxedFilter;
+use warp::filters::ws::{Message as WsMessage, WebSocket, Ws};
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use super::messages::SendBody;
+use super::{bearer_token, query, respond, with_state};
+use crate::auth::AuthUser;
+use crate::chat::{access, conversations, messages};
+use crate::error::{AppError, AppResult};
+use crate::hub::{Outbound, RegisterError, Registration, close};
+use crate::state::SharedState;
+use crate::users::{self, User};
+
+pub const HEARTBEAT: Duration = Duration::from_secs(30);
+/// Frames bigger than this are cut off by the protocol layer itself; frames
+/// between the configured limit and this get an `error` frame instead.
+const HARD_FRAME_LIMIT: usize = 1024 * 1024;
+const REPLAY_BATCH: i64 = 500;
+
+pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
+    warp::path!("ws")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(warp::header::optional::<String>("authorization"))
+        .and(query::<WsQuery>())
+        .and(warp::ws())
+        .then(upgrade)
+        .map(respond)
+        .boxed()
+}
+
+#[derive(Debug, Deserialize)]
+struct WsQuery {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    since: Option<i64>,
+}
+
+async fn upgrade(
+    state: SharedState,
+    header: Option<String>,
+    query: WsQuery,
+    ws: Ws,
+) -> AppResult<Response> {
+    let token = header
+        .as_deref()
+        .and_then(bearer_token)
+        .or(query.token.as_deref())
+        .ok_or_else(|| AppError::unauthorized("sign in first: no access token"))?;
+    let caller = state.auth.authenticate(token)?;
+    if let Some(since) = query.since
+        && since < 0
+    {
+        return Err(AppError::validation(
+            "since",
+            "since is an event id (0 or more)",
+        ));
+    }
+    let user_id = caller.user_id;
+    let record = state
+        .db
+        .read(move |conn| users::get(conn, user_id))
+        .await?
+        .ok_or_else(|| AppError::invalid_token("the account no longer exists"))?;
+    let registration = state
+        .hub
+        .register(
+            caller.user_id,
+            caller.session_id,
+            state.config.limits.max_connections_per_user,
+        )
+        .map_err(|RegisterError::TooManyConnections| AppError::RateLimited {
+            retry_after_secs: 5,
+        })?;
+    let user = record.into_user(true);
+    let since = query.since;
+    Ok(ws
+        .max_message_size(HARD_FRAME_LIMIT)
+        .max_frame_size(HARD_FRAME_LIMIT)
+        .on_upgrade(move |socket| async move {
+            let connection = Connection::new(state, caller, registration);
+            connection.run(socket, user, since).await;
+        })
+        .into_response())
+}
+
+/// A token bucket for inbound frames.
+struct RateLimit {
+    tokens: f64,
+    capacity: f64,
+    per_sec: f64,
+    last: Instant,
+    /// Consecutive refused frames; too many and the connection is closed.
+    strikes: u32,
+}
+
+impl RateLimit {
+    fn new(per_sec: u32) -> RateLimit {
+        let per_sec = f64::from(per_sec.max(1));
+        RateLimit {
+            tokens: per_sec * 2.0,
+            capacity: per_sec * 2.0,
+            per_sec,
+            last: Instant::now(),
+            strikes: 0,
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.capacity);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.strikes = 0;
+            true
+        } else {
+            self.strikes += 1;
+            false
+        }
+    }
+
+    /// A client that keeps flooding after being told is closed.
+    fn exhausted(&self) -> bool {
+        f64::from(self.strikes) > self.capacity
+    }
+}
+
+enum Flow {
+    Continue,
+    Close(u16, &'static str),
+}
+
+struct Connection {
+    state: SharedState,
+    caller: AuthUser,
+    registration: Registration,
+    /// Highest event id written to this socket.
+    last_sent: i64,
+    limit: RateLimit,
+}
+
+impl Connection {
+    fn new(state: SharedState, caller: AuthUser, registration: Registration) -> Connection {
+        let limit = RateLimit::new(state.config.limits.ws_frames_per_sec);
+        Connection {
+            last_sent: registration.last_event_id,
+            state,
+            caller,
+            registration,
+            limit,
+        }
+    }
+
+    async fn run(mut self, socket: WebSocket, user: User, since: Option<i64>) {
+        let (mut sink, mut stream) = socket.split();
+        let hello = json!({
+            "type": "hello",
+            "user": user,
+            "last_event_id": self.registration.last_event_id,
+            "server_version": env!("CARGO_PKG_VERSION"),
+            "heartbeat_ms": HEARTBEAT.as_millis() as u64,
+        });
+        if sink.send(WsMessage::text(hello.to_string())).await.is_err() {
+            return;
+        }
+        if let Some(since) = since
+            && self.replay(&mut sink, since).await.is_err()
+        {
+            return;
+        }
+        let mut heartbeat =
+            tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+        let mut last_heard = Instant::now();
+        let kill = self.registration.kill.clone();
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                code = kill.fired() => break Flow::Close(code, close_reason(code)),
+                item = self.registration.receiver.recv() => {
+                    let Some(item) = item else { break Flow::Close(close::GOING_AWAY, "server shutting down") };
+                    if self.write_queued(&mut sink, item).await.is_err() {
+                        return;
+                    }
+                }
+                incoming = stream.next() => {
+                    let Some(Ok(frame)) = incoming else { return };
+                    last_heard = Instant::now();
+                    match self.handle_frame(&mut sink, frame).await {
+                        Ok(Flow::Continue) => {}
+                        Ok(close @ Flow::Close(..)) => break close,
+                        Err(()) => return,
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() > HEARTBEAT * 2 + HEARTBEAT / 2 {
+                        break Flow::Close(close::GOING_AWAY, "no answer to heartbeats");
+                    }
+                    if sink.send(WsMessage::ping(Vec::new())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        if let Flow::Close(code, reason) = outcome {
+            let _ = sink.send(WsMessage::close_with(code, reason)).await;
+            let _ = sink.close().await;
+        }
+    }
+
+    /// Writes one queued item, then whatever else is already queued, then flushes
+    /// once.
+    async fn write_queued(
+        &mut self,
+        sink: &mut futures_util::stream::SplitSink<WebSocket, WsMessage>,
+        first: Outbound,
+    ) -> Result<(), ()> {
+        let mut item = Some(first);
+        let mut written = 0;
+        while let Some(current) = item.take() {
+            if let Some(text) = self.frame_for(current) {
+                sink.feed(WsMessage::text(text)).await.map_err(|_| ())?;
+                written += 1;
+            }
+            if written < 64 {
+                item = self.registration.receiver.try_recv().ok();
+            }
+        }
+        sink.flush().await.map_err(|_| ())
+    }
+
+    /// The text to send for a queued item, or `None` if replay already sent it.
+    fn frame_for(&mut self, item: Outbound) -> Option<String> {
+        match item {
+            Outbound::Frame(frame) => Some(frame.to_string()),
+            Outbound::Event(event) => {
+                if event.event_id <= self.last_sent {
+                    return None;
+                }
+                self.last_sent = event.event_id;
+                if let (Some(message_id), Some(conversation_id), Some(sender)) =
+                    (event.message_id, event.conversation_id, event.actor_id)
+                    && sender != self.caller.user_id
+                {
+                    self.state.hub.delivered(
+                        conversation_id,
+                        self.caller.user_id,
+                        message_id,
+                        sender,
+                    );
+                }
+                Some(event.frame.to_string())
+            }
+        }
+    }
+
+    /// Sends every stored event after `since` up to where the live queue starts.
+    async fn replay(
+        &mut self,
+        sink: &mut futures_util::stream::SplitSink<WebSocket, WsMessage>,
+        since: i64,
+    ) -> Result<(), ()> {
+        let upto = self.registration.last_event_id;
+        if since == upto {
+            return Ok(());
+        }
+        let oldest = self
+            .state
+            .db
+            .read(|conn| {
+                conn.query_row("SELECT MIN(event_id) FROM events", [], |row| {
+                    row.get::<_, Option<i64>>(0)
+                })
+                .map_err(AppError::from)
+            })
+            .await
+            .map_err(|_| ())?;
+        let replayable = since < upto && oldest.is_some_and(|oldest| since + 1 >= oldest);
+        if !replayable {
+            let frame = json!({ "type": "resync_required", "last_event_id": upto });
+            return sink
+                .send(WsMessage::text(frame.to_string()))
+                .await
+                .map_err(|_| ());
+        }
+        let user_id = self.caller.user_id;
+        let mut cursor = since;
+        loop {
+            let batch = self
+                .state
+                .db
+                .read(move |conn| replay_batch(conn, user_id, cursor, upto))
+                .await
+                .map_err(|_| ())?;
+            let done = (batch.len() as i64) < REPLAY_BATCH;
+            for (event_id, kind, actor_id, payload) in batch {
+                cursor = event_id;
+                if !self.state.hub.visible_to(user_id, &kind, actor_id) {
+                    continue;
+                }
+                if kind == "message.created"
+                    && let Some(sender) = actor_id.filter(|s| *s != user_id)
+                    && let Some((conversation_id, message_id)) = message_ref(&payload)
+                {
+                    self.state
+                        .hub
+                        .delivered(conversation_id, user_id, message_id, sender);
+                }
+                sink.feed(WsMessage::text(payload)).await.map_err(|_| ())?;
+            }
+            sink.flush().await.map_err(|_| ())?;
+            if done {
+                break;
+            }
+        }
+        self.last_sent = upto;
+        Ok(())
+    }
+
+    async fn handle_frame(
+        &mut self,
+        sink: &mut futures_util::stream::SplitSink<WebSocket, WsMessage>,
+        frame: WsMessage,
+    ) -> Result<Flow, ()> {
+        if frame.is_close() {
+            return Ok(Flow::Close(1000, "bye"));
+        }
+        if frame.is_ping() || frame.is_pong() {
+            return Ok(Flow::Continue); // pings are answered by the protocol layer
+        }
+        // Revocation and disabling apply to every frame, not only at connect.
+        if self.state.auth.is_session_revoked(self.caller.session_id)
+            || self.state.auth.is_user_disabled(self.caller.user_id)
+        {
+            return Ok(Flow::Close(close::POLICY, "signed out"));
+        }
+        if !self.limit.allow() {
+            if self.limit.exhausted() {
+                return Ok(Flow::Close(close::POLICY, "too many frames"));
+            }
+            let error = error_frame(
+                None,
+                &AppError::RateLimited {
+                    retry_after_secs: 1,
+                },
+            );
+            return sink
+                .send(WsMessage::text(error))
+                .await
+                .map(|_| Flow::Continue)
+                .map_err(|_| ());
+        }
+        let reply = match frame.to_str() {
+            Ok(text) => self.handle_text(text).await,
+            Err(()) => Some(error_frame(
+                None,
+                &AppError::bad_request("send JSON text frames, not binary"),
+            )),
+        };
+        if let Some(reply) = reply {
+            sink.send(WsMessage::text(reply)).await.map_err(|_| ())?;
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Handles one client frame; returns a frame to send back at once, if any.
+    async fn handle_text(&mut self, text: &str) -> Option<String> {
+        if text.len() > self.state.config.limits.max_ws_frame_bytes {
+            return Some(error_frame(
+                None,
+                &AppError::PayloadTooLarge(
+                    format!(
+                        "a frame has at most {} bytes",
+                        self.state.config.limits.max_ws_frame_bytes
+                    )
+                    .into(),
+                ),
+            ));
+        }
+        let value: Value = match serde_json::from_str(text) {
+            Ok(value) => value,
+            Err(err) => {
+                return Some(error_frame(
+                    None,
+                    &AppError::bad_request(format!("malformed JSON: {err}")),
+                ));
+            }
+        };
+        let client_id = value
+            .get("client_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let Some(kind) = value.get("type").and_then(Value::as_str) else {
+            return Some(error_frame(
+                client_id.as_deref(),
+                &AppError::bad_field("type", "a frame needs a string \"type\""),
+            ));
+        };
+        let result = match kind {
+            "ping" => return Some(json!({ "type": "pong" }).to_string()),
+            "message.send" => self.send_message(value, client_id.clone()).await,
+            "typing" => self.typing(value).await,
+            "read" => self.read(value).await,
+            other => Err(AppError::bad_field(
+                "type",
+                format!("unknown frame type {other:?}"),
+            )),
+        };
+        result
+            .err()
+            .map(|err| error_frame(client_id.as_deref(), &err))
+    }
+
+    async fn send_message(&self, value: Value, client_id: Option<String>) -> AppResult<()> {
+        #[derive(Deserialize)]
+        struct SendFrame {
+            conversation_id: i64,
+            #[serde(flatten)]
+            body: SendBody,
+        }
+        let frame: SendFrame = from_value(value)?;
+        let Some(client_id) = client_id.filter(|c| !c.is_empty()) else {
+            return Err(AppError::bad_field(
+                "client_id",
+                "message.send needs a client_id",
+            ));
+        };
+        let mut new = frame.body.into_new(frame.conversation_id);
+        messages::validate_new(&mut new, self.state.config.limits.max_message_chars)?;
+        let sender = self.caller.user_id;
+        // Queued now, so a client's sends commit in the order it sent them; the
+        // ack is sent when the commit is done, without holding up this socket.
+        let outcome = self
+            .state
+            .db
+            .writer
+            .enqueue(move |ctx| messages::send(ctx, sender, new))
+            .await?;
+        let hub = self.state.hub.clone();
+        let conn_id = self.registration.conn_id;
+        tokio::spawn(async move {
+            let frame = match outcome.await {
+                Ok(sent) => {
+                    json!({ "type": "ack", "client_id": client_id, "message": sent.message })
+                        .to_string()
+                }
+                Err(err) => error_frame(Some(&client_id), &err),
+            };
+            hub.send_to_conn(conn_id, frame.into());
+        });
+        Ok(())
+    }
+
+    async fn typing(&self, value: Value) -> AppResult<()> {
+        #[derive(Deserialize)]
+        struct TypingFrame {
+            conversation_id: i64,
+            state: String,
+        }
+        let frame: TypingFrame = from_value(value)?;
+        let start = match frame.state.as_str() {
+            "start" => true,
+            "stop" => false,
+            _ => {
+                return Err(AppError::validation(
+                    "state",
+                    "state is \"start\" or \"stop\"",
+                ));
+            }
+        };
+        let user = self.caller.user_id;
+        let conversation_id = frame.conversation_id;
+        self.state
+            .db
+            .read(move |conn| {
+                let conversation = access::require_member(conn, user, conversation_id)?;
+                access::require_not_blocked_direct(conn, user, &conversation)
+            })
+            .await?;
+        self.state.hub.typing(conversation_id, user, start);
+        Ok(())
+    }
+
+    async fn read(&self, value: Value) -> AppResult<()> {
+        #[derive(Deserialize)]
+        struct ReadFrame {
+            conversation_id: i64,
+            message_id: i64,
+        }
+        let frame: ReadFrame = from_value(value)?;
+        let user = self.caller.user_id;
+        let outcome = self
+            .state
+            .db
+            .writer
+            .enqueue(move |ctx| {
+                conversations::mark_read(ctx, user, frame.conversation_id, frame.message_id)
+            })
+            .await?;
+        let hub = self.state.hub.clone();
+        let conn_id = self.registration.conn_id;
+        tokio::spawn(async move {
+            if let Err(err) = outcome.await {
+                hub.send_to_conn(conn_id, error_frame(None, &err).into());
+            }
+        });
+        Ok(())
+    }
+}
+
+type ReplayRow = (i64, String, Option<i64>, String);
+
+/// One batch of the events after `after` (up to `upto`) that `user` may see: the
+/// conversations they are in (since they joined) and those addressed to them.
+fn replay_batch(
+    conn: &rusqlite::Connection,
+    user: i64,
+    after: i64,
+    upto: i64,
+) -> AppResult<Vec<ReplayRow>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT e.event_id, e.type, e.actor_id, e.payload FROM events e
+             WHERE e.event_id > ?1 AND e.event_id <= ?2
+               AND (e.user_id = ?3 OR EXISTS (
+                    SELECT 1 FROM members m
+                    WHERE m.conversation_id = e.conversation_id AND m.user_id = ?3
+                      AND m.joined_event_id <= e.event_id))
+             ORDER BY e.event_id LIMIT ?4",
+        )?
+        .query_map(rusqlite::params![after, upto, user, REPLAY_BATCH], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })?
+        .collect::<Result<_, _>>()?)
+}
+
+/// `(conversation_id, message_id)` of a stored `message.created` frame.
+fn message_ref(payload: &str) -> Option<(i64, i64)> {
+    #[derive(Deserialize)]
+    struct Frame {
+        message: Ref,
+    }
+    #[derive(Deserialize)]
+    struct Ref {
+        id: i64,
+        conversation_id: i64,
+    }
+    let frame: Frame = serde_json::from_str(payload).ok()?;
+    Some((frame.message.conversation_id, frame.message.id))
+}
+
+fn from_value<T: serde::de::DeserializeOwned>(value: Value) -> AppResult<T> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let message = err.into_inner().to_string();
+        if path.is_empty() || path == "." {
+            match message
+                .strip_prefix("missing field `")
+                .and_then(|r| r.split('`').next())
+            {
+                Some(field) => AppError::bad_field(field.to_owned(), message.clone()),
+                None => AppError::bad_request(message),
+            }
+        } else {
+            AppError::bad_field(path, message)
+        }
+    })
+}
+
+/// The contract's error frame.
+pub fn error_frame(client_id: Option<&str>, error: &AppError) -> String {
+    let mut frame = json!({ "type": "error", "error": error.to_json() });
+    if let Some(client_id) = client_id {
+        frame["client_id"] = Value::from(client_id);
+    }
+    frame.to_string()
+}
+
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        close::TRY_AGAIN_LATER => "too slow: reconnect with since",
+        close::POLICY => "signed out",
+        close::GOING_AWAY => "server shutting down",
+        _ => "closed",
+    }
+}
