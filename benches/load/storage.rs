@@ -2,8 +2,8 @@
 //! rusqlite into the project's real schema (migrations, indexes, FTS triggers) with
 //! the writer's own pragmas (`synchronous = FULL`, WAL), in batched transactions.
 //! Per message, like the server: the `messages` row, its `message.created` row in
-//! the `events` log (the wire frame as payload), and the conversation's
-//! `last_message_id`/`last_activity_at`.
+//! the `events` log (the wire frame as payload), the conversation's
+//! `last_message_id`/`last_activity_at`, and the sender's read pointer.
 
 use std::path::Path;
 use std::time::Instant;
@@ -106,6 +106,12 @@ pub fn insert(
                     "UPDATE conversations SET last_message_id = ?2, last_activity_at = ?3 WHERE id = ?1",
                 )
                 .map_err(err)?;
+            let mut read = conn
+                .prepare_cached(
+                    "UPDATE members SET last_read_id = ?1, last_delivered_id = MAX(last_delivered_id, ?1)
+                     WHERE conversation_id = ?2 AND user_id = ?3",
+                )
+                .map_err(err)?;
             for i in done..end {
                 let conversation = (i % pairs.max(1)) as i64 + 1;
                 let sender = 2 * (conversation - 1) + 1;
@@ -131,6 +137,8 @@ pub fn insert(
                     .map_err(err)?;
                 next_event_id += 1;
                 touch.execute(params![conversation, id, now]).map_err(err)?;
+                read.execute(params![id, conversation, sender])
+                    .map_err(err)?;
             }
         }
         conn.execute_batch("COMMIT").map_err(err)?;
