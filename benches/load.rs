@@ -209,7 +209,7 @@ fn note_side<T>(
             if let Some(flow) = flow(result) {
                 if !flow.complete {
                     section.note(format!(
-                        "{}: INCOMPLETE: {} of {} deliveries arrived before the timeout",
+                        "{}: INCOMPLETE: {} of {} deliveries arrived (a connection was lost, or the timeout)",
                         side.label(),
                         flow.delivered,
                         flow.expected
@@ -272,6 +272,13 @@ fn flow_rows(section: &mut Section, rate: Option<&str>, l: Option<&Flow>, w: Opt
         get(l, |f| f.usage.server.cpu_secs),
         get(w, |f| f.usage.server.cpu_secs),
         secs,
+    );
+    compare(
+        section,
+        "server RSS at start of phase",
+        get(l, |f| f.usage.server.rss_start_kib as f64),
+        get(w, |f| f.usage.server.rss_start_kib as f64),
+        kib,
     );
     compare(
         section,
@@ -353,10 +360,40 @@ impl Bench {
             "P1 latency: 2 users, one DM, {count} messages one at a time"
         ));
         flow_rows(&mut s, None, value(&l), value(&w));
+        // For reading P1: a message is delivered only once durable, and one durable
+        // commit on this disk costs this much.
+        let commit = if self.cli.limits() {
+            let dir = self.dir("storage-p1");
+            let filler = self.filler.clone();
+            let runs = vec![(200, 1)];
+            tokio::task::spawn_blocking(move || storage::measure(&dir, 1, &runs, &filler))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r)
+                .ok()
+                .and_then(|mut runs| runs.pop())
+        } else {
+            None
+        };
+        if let Some(run) = &commit {
+            s.row(
+                "one durable commit p50",
+                None,
+                Some(ms(run.commit.p50_ms)),
+                None,
+            );
+            s.row(
+                "one durable commit p99",
+                None,
+                Some(ms(run.commit.p99_ms)),
+                None,
+            );
+            s.note("(a commit: one message's rows in one transaction, fsync'd: the floor under lanchat's P1 with synchronous = FULL)");
+        }
         note_side(&mut s, Side::Lanchat, &l, |f| Some(f));
         note_side(&mut s, Side::Wire, &w, |f| Some(f));
         p1_check(&mut s, "P1 p99 ≤ 3 × wire p99", value(&l), value(&w));
-        s.data = flow_data(&l, &w);
+        s.data = serde_json::json!({ "lanchat": value(&l), "wire": value(&w), "commit": commit });
         s
     }
 
@@ -616,6 +653,8 @@ impl Bench {
             self.dir("cold-lanchat"),
             z.cold_messages,
             z.cold_conversations,
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("lanchat-bench-cache"),
+            self.cli.reseed,
         )
         .await;
         let cold = match result {
@@ -738,8 +777,13 @@ fn storage_rows(s: &mut Section, storage: &Outcome<Vec<storage::Storage>>) -> Op
                     None,
                 );
                 s.note(format!(
-                    "storage, batch {}: {} rows in {} transactions, {:.2} s",
-                    run.batch, run.rows, run.transactions, run.secs
+                    "storage, batch {}: {} rows in {} transactions, {:.2} s; a transaction p50 {}, p99 {}",
+                    run.batch,
+                    run.rows,
+                    run.transactions,
+                    run.secs,
+                    ms(run.commit.p50_ms),
+                    ms(run.commit.p99_ms)
                 ));
             }
             runs.first().map(|r| r.rows_per_sec)

@@ -99,6 +99,10 @@ pub struct Cli {
     /// Where data directories are made [target/tmp/lanchat-bench-PID].
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+    /// Cold paths: seed the database again instead of reusing the cached seed
+    /// (target/tmp/lanchat-bench-cache/, keyed by sizes and schema).
+    #[arg(long)]
+    pub reseed: bool,
     /// Keep the data directories and server logs after the run.
     #[arg(long)]
     pub keep: bool,

@@ -195,6 +195,8 @@ pub struct Phase {
     done: Notify,
     last_delivery: Mutex<Option<Instant>>,
     errors: Mutex<BTreeMap<String, u64>>,
+    /// A connection of the phase was lost: the expected count can never be reached.
+    broken: std::sync::atomic::AtomicBool,
     stop: watch::Sender<bool>,
 }
 
@@ -206,6 +208,7 @@ impl Phase {
             done: Notify::new(),
             last_delivery: Mutex::new(None),
             errors: Mutex::new(BTreeMap::new()),
+            broken: std::sync::atomic::AtomicBool::new(false),
             stop: watch::channel(false).0,
         })
     }
@@ -234,13 +237,24 @@ impl Phase {
             .or_default() += 1;
     }
 
-    /// Waits until every expected delivery arrived, or the timeout. True when complete.
+    /// Marks the phase as unable to complete (a connection was lost) and wakes the waiter.
+    fn broke(&self, why: String) {
+        self.error(why);
+        self.broken.store(true, Ordering::Release);
+        self.done.notify_waiters();
+    }
+
+    /// Waits until every expected delivery arrived, a connection was lost, or the
+    /// timeout. True when complete.
     pub async fn wait(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.done.notified();
             if self.delivered() >= self.expected {
                 return true;
+            }
+            if self.broken.load(Ordering::Acquire) {
+                return false;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return self.delivered() >= self.expected;
@@ -384,16 +398,16 @@ pub fn spawn_reader(
                 },
                 Some(Ok(Message::Close(frame))) => {
                     let code = frame.map(|f| u16::from(f.code)).unwrap_or(1005);
-                    phase.error(format!("closed by the server ({code})"));
+                    phase.broke(format!("closed by the server ({code})"));
                     break;
                 }
                 Some(Ok(_)) => {}
                 Some(Err(err)) => {
-                    phase.error(format!("socket error: {err}"));
+                    phase.broke(format!("socket error: {err}"));
                     break;
                 }
                 None => {
-                    phase.error("socket closed".to_owned());
+                    phase.broke("socket closed".to_owned());
                     break;
                 }
             }

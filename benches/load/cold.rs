@@ -71,7 +71,7 @@ fn zipf(rng: &mut Rng, n: usize) -> usize {
 }
 
 /// What the seeding made, for the queries.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Seeded {
     pub messages: usize,
     pub conversations: usize,
@@ -341,24 +341,89 @@ fn encode(q: &str) -> String {
     form_urlencoded::byte_serialize(q.as_bytes()).collect()
 }
 
-/// Seeds, measures start-up `startups` times, then the requests.
+/// Bump when the seeded world changes, so cached databases are not reused.
+const SEED_VERSION: u32 = 1;
+
+/// The cache file for a seeded database: keyed by the sizes, the seed version and
+/// the embedded migrations' checksums (a schema change means a new seed).
+fn cache_path(cache_dir: &Path, messages: usize, my_conversations: usize) -> Res<PathBuf> {
+    let migrations = lanchat::db::migrations::embedded().map_err(|e| e.to_string())?;
+    // FNV-1a over the checksums: a short, stable key.
+    let mut key: u64 = 0xcbf2_9ce4_8422_2325;
+    for migration in &migrations {
+        for byte in migration.checksum.bytes() {
+            key ^= byte as u64;
+            key = key.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    Ok(cache_dir.join(format!(
+        "cold-v{SEED_VERSION}-{messages}-{my_conversations}-{key:016x}.db"
+    )))
+}
+
+/// Fills `data_dir/lanchat.db`: from the cache when it holds this seed (and
+/// `reseed` is off), else by seeding and then caching the result.
+fn seed_or_reuse(
+    data_dir: &Path,
+    messages: usize,
+    my_conversations: usize,
+    cache_dir: &Path,
+    reseed: bool,
+) -> Res<(Seeded, bool)> {
+    let cached = cache_path(cache_dir, messages, my_conversations)?;
+    let meta = cached.with_extension("json");
+    let target = data_dir.join("lanchat.db");
+    if !reseed && cached.is_file() && meta.is_file() {
+        let seeded = std::fs::read_to_string(&meta)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Seeded>(&text).ok());
+        if let Some(seeded) = seeded {
+            std::fs::create_dir_all(data_dir).map_err(|e| e.to_string())?;
+            std::fs::copy(&cached, &target).map_err(|e| format!("{}: {e}", cached.display()))?;
+            return Ok((seeded, true));
+        }
+    }
+    let seeded = seed(data_dir, messages, my_conversations)?;
+    // Caching is a convenience: a failure only means the next run seeds again.
+    let _ = std::fs::create_dir_all(cache_dir);
+    let partial = cached.with_extension("partial");
+    if std::fs::copy(&target, &partial).is_ok() && std::fs::rename(&partial, &cached).is_ok() {
+        let _ = std::fs::write(&meta, serde_json::to_string(&seeded).unwrap_or_default());
+    }
+    Ok((seeded, false))
+}
+
+/// Seeds (or reuses a cached seed), measures start-up three times, then the requests.
 pub async fn run(
     binary: &Path,
     data_dir: PathBuf,
     messages: usize,
     my_conversations: usize,
+    cache_dir: PathBuf,
+    reseed: bool,
 ) -> Res<Cold> {
     let seed_dir = data_dir.clone();
-    let seeded = tokio::task::spawn_blocking(move || seed(&seed_dir, messages, my_conversations))
-        .await
-        .map_err(|e| e.to_string())??;
-    println!(
-        "  seeded {} messages in {} conversations ({:.0} MiB) in {:.1} s",
-        stats::thousands(seeded.messages as f64),
-        seeded.conversations,
-        seeded.database_mib,
-        seeded.seed_secs
-    );
+    let (seeded, reused) = tokio::task::spawn_blocking(move || {
+        seed_or_reuse(&seed_dir, messages, my_conversations, &cache_dir, reseed)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    if reused {
+        println!(
+            "  reused a cached seed of {} messages in {} conversations ({:.0} MiB); --reseed seeds again",
+            stats::thousands(seeded.messages as f64),
+            seeded.conversations,
+            seeded.database_mib,
+        );
+    } else {
+        println!(
+            "  seeded {} messages in {} conversations ({:.0} MiB) in {:.1} s",
+            stats::thousands(seeded.messages as f64),
+            seeded.conversations,
+            seeded.database_mib,
+            seeded.seed_secs
+        );
+    }
 
     let mut startups_ms = Vec::new();
     let mut server: Option<ChildServer> = None;
@@ -402,7 +467,7 @@ pub async fn run(
                 ),
             ),
         ] {
-            match time_get(&api, token, name, path, 50).await {
+            match time_get(&api, token, name, path, 200).await {
                 Ok(timed) => history.push(timed),
                 Err(err) => errors.push(err),
             }
@@ -412,7 +477,7 @@ pub async fn run(
             token,
             "conversation list",
             "/conversations".to_owned(),
-            20,
+            50,
         )
         .await
         {
@@ -431,7 +496,7 @@ pub async fn run(
             ("search: two words", format!("budget {}", seeded.mid_word)),
             ("search: phrase", "\"status update\"".to_owned()),
         ] {
-            match time_get(&api, token, name, format!("/search?q={}", encode(&q)), 10).await {
+            match time_get(&api, token, name, format!("/search?q={}", encode(&q)), 30).await {
                 Ok(timed) => search.push(timed),
                 Err(err) => errors.push(err),
             }

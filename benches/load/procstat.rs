@@ -91,6 +91,8 @@ pub struct Usage {
     /// Peak RSS during the phase (or since start when the reset was refused), KiB.
     pub peak_rss_kib: u64,
     pub rss_kib: u64,
+    /// RSS when the phase started, KiB.
+    pub rss_start_kib: u64,
     pub peak_is_phase_only: bool,
 }
 
@@ -127,6 +129,7 @@ impl Meter {
                 cpu_secs: (end.cpu_secs - self.server_start.cpu_secs).max(0.0),
                 peak_rss_kib: end.hwm_kib,
                 rss_kib: end.rss_kib,
+                rss_start_kib: self.server_start.rss_kib,
                 peak_is_phase_only: self.peak_reset,
             },
             generator_cpu_secs: self_cpu_secs() - self.self_start,

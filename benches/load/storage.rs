@@ -21,6 +21,8 @@ pub struct Storage {
     pub transactions: usize,
     pub secs: f64,
     pub rows_per_sec: f64,
+    /// Duration of each transaction (BEGIN to COMMIT returned: one fsync'd commit).
+    pub commit: crate::stats::Latency,
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -84,8 +86,10 @@ pub fn insert(
     let started = Instant::now();
     let mut done = 0usize;
     let mut transactions = 0usize;
+    let mut commits = Vec::new();
     while done < rows {
         let end = (done + batch).min(rows);
+        let commit_started = Instant::now();
         conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
         let now = lanchat::db::now_ms();
         {
@@ -142,6 +146,7 @@ pub fn insert(
             }
         }
         conn.execute_batch("COMMIT").map_err(err)?;
+        commits.push(commit_started.elapsed());
         transactions += 1;
         done = end;
     }
@@ -152,6 +157,7 @@ pub fn insert(
         transactions,
         secs,
         rows_per_sec: rows as f64 / secs.max(1e-9),
+        commit: crate::stats::Latency::from_durations(&commits),
     })
 }
 
