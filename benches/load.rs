@@ -230,13 +230,18 @@ fn flow_rows(section: &mut Section, rate: Option<&str>, l: Option<&Flow>, w: Opt
     }
     let get = |f: Option<&Flow>, pick: fn(&Flow) -> f64| f.map(pick);
     if let Some(label) = rate {
-        compare(
-            section,
-            label,
-            get(l, |f| f.rate),
-            get(w, |f| f.rate),
-            per_sec,
-        );
+        // A rate over an incomplete phase means nothing: say so instead.
+        let shown = |f: Option<&Flow>| {
+            f.map(|f| {
+                if f.complete {
+                    per_sec(f.rate)
+                } else {
+                    "incomplete".to_owned()
+                }
+            })
+        };
+        let complete = |f: Option<&Flow>| f.filter(|f| f.complete).map(|f| f.rate);
+        section.row(label, shown(l), shown(w), ratio(complete(l), complete(w)));
     }
     compare(
         section,
