@@ -28,6 +28,7 @@ pub enum ConfigError {
 #[serde(default)]
 pub struct Config {
     pub server: ServerConfig,
+    pub database: DatabaseConfig,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub events: EventsConfig,
@@ -49,6 +50,22 @@ pub struct ServerConfig {
     pub read_connections: u32,
     /// Seconds in-flight requests get to finish on shutdown.
     pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct DatabaseConfig {
+    /// "normal": an acknowledged write survives a crash of the process; "full":
+    /// it also survives a power cut (one fsync per group commit).
+    pub synchronous: String,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            synchronous: "normal".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -279,6 +296,12 @@ impl Config {
             return Err(invalid(
                 "auth.registration",
                 "must be \"open\", \"invite\" or \"closed\"",
+            ));
+        }
+        if !["normal", "full"].contains(&self.database.synchronous.as_str()) {
+            return Err(invalid(
+                "database.synchronous",
+                "must be \"normal\" or \"full\"",
             ));
         }
         if !["text", "json"].contains(&self.log.format.as_str()) {

@@ -49,6 +49,9 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
     let data_dir = DataDir::open_locked(&config.server.data_dir)?;
     let db_path = data_dir.database_path();
     let mut conn = db::open_writer_connection(&db_path)?;
+    if config.database.synchronous == "full" {
+        db::set_full_sync(&conn)?;
+    }
     let applied = migrations::migrate(&mut conn)?;
     for migration in &applied {
         tracing::info!(version = migration.version, name = %migration.name, "applied migration");
@@ -213,10 +216,16 @@ fn spawn_chores(state: SharedState) -> Vec<tokio::task::JoinHandle<()>> {
     let mut chores = Vec::new();
     let hub = state.hub.clone();
     chores.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // Delivery receipts go out coalesced, at most this late.
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut ticks: u64 = 0;
         loop {
             tick.tick().await;
-            hub.expire_typing();
+            hub.flush_receipts();
+            ticks += 1;
+            if ticks % 5 == 0 {
+                hub.expire_typing();
+            }
         }
     }));
     let flush_state = state.clone();

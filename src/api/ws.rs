@@ -6,12 +6,19 @@
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
+use warp::Filter;
 use warp::filters::BoxedFilter;
-use warp::filters::ws::{Message as WsMessage, WebSocket, Ws};
+use warp::http::{StatusCode, header};
 use warp::reply::Response;
-use warp::{Filter, Reply};
 
 use super::messages::SendBody;
 use super::{bearer_token, query, respond, with_state};
@@ -30,6 +37,55 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// between the configured limit and this get an `error` frame instead.
 const HARD_FRAME_LIMIT: usize = 1024 * 1024;
 const REPLAY_BATCH: i64 = 500;
+/// The protocol layer's read buffer per socket. tungstenite's default (128 KiB,
+/// allocated up front) would dominate the memory of idle connections; frames
+/// larger than this still work, the buffer grows for them.
+const READ_BUFFER: usize = 4096;
+
+type WebSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+type Sink = futures_util::stream::SplitSink<WebSocket, WsMessage>;
+
+/// The parts of a WebSocket upgrade request. The handshake is done here rather
+/// than with warp's `ws()` filter, which cannot set the read buffer size.
+struct UpgradeRequest {
+    key: String,
+    on_upgrade: OnUpgrade,
+}
+
+fn upgrade_request() -> impl Filter<Extract = (UpgradeRequest,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("connection")
+        .and(warp::header::optional::<String>("upgrade"))
+        .and(warp::header::optional::<String>("sec-websocket-version"))
+        .and(warp::header::optional::<String>("sec-websocket-key"))
+        .and(warp::ext::optional::<OnUpgrade>())
+        .and_then(
+            |connection: Option<String>,
+             upgrade: Option<String>,
+             version: Option<String>,
+             key: Option<String>,
+             on_upgrade: Option<OnUpgrade>| async move {
+                let wants_upgrade = connection.is_some_and(|c| {
+                    c.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+                }) && upgrade
+                    .is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket"));
+                let refuse =
+                    |message: &'static str| warp::reject::custom(AppError::bad_request(message));
+                if !wants_upgrade {
+                    return Err(refuse("this endpoint speaks WebSocket only"));
+                }
+                if version.as_deref().map(str::trim) != Some("13") {
+                    return Err(refuse("unsupported WebSocket version (13 is required)"));
+                }
+                let key = key
+                    .filter(|k| !k.trim().is_empty())
+                    .ok_or_else(|| refuse("missing Sec-WebSocket-Key"))?;
+                let on_upgrade =
+                    on_upgrade.ok_or_else(|| refuse("this connection cannot be upgraded"))?;
+                Ok(UpgradeRequest { key, on_upgrade })
+            },
+        )
+}
 
 pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
     warp::path!("ws")
@@ -37,7 +93,7 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
         .and(with_state(state))
         .and(warp::header::optional::<String>("authorization"))
         .and(query::<WsQuery>())
-        .and(warp::ws())
+        .and(upgrade_request())
         .then(upgrade)
         .map(respond)
         .boxed()
@@ -55,7 +111,7 @@ async fn upgrade(
     state: SharedState,
     header: Option<String>,
     query: WsQuery,
-    ws: Ws,
+    request: UpgradeRequest,
 ) -> AppResult<Response> {
     let token = header
         .as_deref()
@@ -89,14 +145,34 @@ async fn upgrade(
         })?;
     let user = record.into_user(true);
     let since = query.since;
-    Ok(ws
-        .max_message_size(HARD_FRAME_LIMIT)
-        .max_frame_size(HARD_FRAME_LIMIT)
-        .on_upgrade(move |socket| async move {
-            let connection = Connection::new(state, caller, registration);
-            connection.run(socket, user, since).await;
-        })
-        .into_response())
+    let accept = derive_accept_key(request.key.trim().as_bytes());
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .max_message_size(Some(HARD_FRAME_LIMIT))
+        .max_frame_size(Some(HARD_FRAME_LIMIT));
+    let on_upgrade = request.on_upgrade;
+    tokio::spawn(async move {
+        // Dropping the registration (if the upgrade fails) unregisters it.
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(err) => {
+                tracing::debug!(error = %err, "WebSocket upgrade failed");
+                return;
+            }
+        };
+        let socket =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        let connection = Connection::new(state, caller, registration);
+        connection.run(socket, user, since).await;
+    });
+    warp::http::Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Default::default())
+        .map_err(AppError::internal)
 }
 
 /// A token bucket for inbound frames.
@@ -223,7 +299,7 @@ impl Connection {
                     if last_heard.elapsed() > HEARTBEAT * 2 + HEARTBEAT / 2 {
                         break Flow::Close(close::GOING_AWAY, "no answer to heartbeats");
                     }
-                    if sink.send(WsMessage::ping(Vec::new())).await.is_err() {
+                    if sink.send(WsMessage::Ping(Default::default())).await.is_err() {
                         return;
                     }
                 }
@@ -231,7 +307,19 @@ impl Connection {
         };
         if let Flow::Close(code, reason) = outcome {
             let goodbye = async {
-                let _ = sink.send(WsMessage::close_with(code, reason)).await;
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.into(),
+                };
+                let _ = sink.send(WsMessage::Close(Some(frame))).await;
+                // Read until the peer answers the close: dropping a socket with
+                // unread input makes the OS reset it, and the peer might never
+                // see the close code.
+                while let Some(Ok(frame)) = stream.next().await {
+                    if frame.is_close() {
+                        break;
+                    }
+                }
                 let _ = sink.close().await;
             };
             // A peer that does not read gets no goodbye: the socket is dropped.
@@ -241,11 +329,7 @@ impl Connection {
 
     /// Writes one queued item, then whatever else is already queued, then flushes
     /// once.
-    async fn write_queued(
-        &mut self,
-        sink: &mut futures_util::stream::SplitSink<WebSocket, WsMessage>,
-        first: Outbound,
-    ) -> Result<(), ()> {
+    async fn write_queued(&mut self, sink: &mut Sink, first: Outbound) -> Result<(), ()> {
         let mut item = Some(first);
         let mut written = 0;
         while let Some(current) = item.take() {
@@ -261,9 +345,9 @@ impl Connection {
     }
 
     /// The text to send for a queued item, or `None` if replay already sent it.
-    fn frame_for(&mut self, item: Outbound) -> Option<String> {
+    fn frame_for(&mut self, item: Outbound) -> Option<Utf8Bytes> {
         match item {
-            Outbound::Frame(frame) => Some(frame.to_string()),
+            Outbound::Frame(frame) => Utf8Bytes::try_from(frame).ok(),
             Outbound::Event(event) => {
                 if event.event_id <= self.last_sent {
                     return None;
@@ -283,17 +367,14 @@ impl Connection {
                         sender,
                     );
                 }
-                Some(event.frame.to_string())
+                // The same bytes for every recipient: no copy per socket.
+                Utf8Bytes::try_from(event.frame.clone()).ok()
             }
         }
     }
 
     /// Sends every stored event after `since` up to where the live queue starts.
-    async fn replay(
-        &mut self,
-        sink: &mut futures_util::stream::SplitSink<WebSocket, WsMessage>,
-        since: i64,
-    ) -> Result<(), ()> {
+    async fn replay(&mut self, sink: &mut Sink, since: i64) -> Result<(), ()> {
         let upto = self.registration.last_event_id;
         if since == upto {
             return Ok(());
@@ -351,11 +432,7 @@ impl Connection {
         Ok(())
     }
 
-    async fn handle_frame(
-        &mut self,
-        sink: &mut futures_util::stream::SplitSink<WebSocket, WsMessage>,
-        frame: WsMessage,
-    ) -> Result<Flow, ()> {
+    async fn handle_frame(&mut self, sink: &mut Sink, frame: WsMessage) -> Result<Flow, ()> {
         if frame.is_close() {
             return Ok(Flow::Close(1000, "bye"));
         }
@@ -384,9 +461,9 @@ impl Connection {
                 .map(|_| Flow::Continue)
                 .map_err(|_| ());
         }
-        let reply = match frame.to_str() {
+        let reply = match frame.to_text() {
             Ok(text) => self.handle_text(text).await,
-            Err(()) => Some(error_frame(
+            Err(_) => Some(error_frame(
                 None,
                 &AppError::bad_request("send JSON text frames, not binary"),
             )),

@@ -36,23 +36,31 @@ pub const DB_FILE: &str = "lanchat.db";
 /// writer ever take write locks, so waits are short; this bounds the worst case.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Pragmas for every connection. `synchronous = NORMAL` in WAL mode is durable
-/// against a process crash (a committed transaction is in the WAL, which the OS
-/// holds even if lanchat dies); only a power loss can drop the last transactions.
-/// `FULL` adds an fsync per commit; group commit keeps that cheap, so FULL is used
-/// for the writer to survive power loss too. Readers never write, so theirs is moot.
+/// Pragmas for every connection. The writer uses WAL with `synchronous = NORMAL`
+/// by default: a transaction is committed once its pages are in the WAL file, so
+/// an acknowledged write survives a crash or kill of the lanchat process (the OS
+/// still holds the file). Only a power cut or kernel crash before the next WAL
+/// sync (at checkpoints) could lose the newest commits; `database.synchronous =
+/// "full"` closes that window with an fsync per group commit, at the price of
+/// that fsync's latency on every message (see docs/PERFORMANCE.md).
 fn apply_pragmas(conn: &Connection, writer: bool) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "foreign_keys", true)?;
     if writer {
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         // Let WAL grow to ~64 MiB before checkpointing into the main file.
         conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
     }
     conn.pragma_update(None, "cache_size", -16384)?; // 16 MiB per connection
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+/// Makes every commit of this connection fsync the WAL (power-loss safe).
+pub fn set_full_sync(conn: &Connection) -> Result<(), DbError> {
+    conn.pragma_update(None, "synchronous", "FULL")?;
     Ok(())
 }
 

@@ -64,7 +64,8 @@ pub struct CommittedEvent {
     pub actor_id: Option<i64>,
     pub message_id: Option<i64>,
     pub membership: Option<MembershipChange>,
-    pub frame: Arc<str>,
+    /// The complete frame as sent on the wire (UTF-8 JSON), shared by all recipients.
+    pub frame: bytes::Bytes,
     /// When it was appended (for the delivery-latency metric).
     pub created: std::time::Instant,
 }

@@ -42,7 +42,7 @@ pub enum Outbound {
     /// A durable event (skipped if the connection already sent it during replay).
     Event(Arc<CommittedEvent>),
     /// An ephemeral frame, already serialized.
-    Frame(Arc<str>),
+    Frame(bytes::Bytes),
 }
 
 /// A trigger that tells a connection task to close its socket with a code.
@@ -112,10 +112,20 @@ struct HubInner {
     next_conn_id: AtomicU64,
     queue_len: usize,
     pub stats: HubStats,
-    /// Highest message id delivered per (conversation, user), not yet persisted.
-    delivered_dirty: std::sync::Mutex<HashMap<(i64, i64), i64>>,
+    receipts: std::sync::Mutex<Receipts>,
     /// Users that went offline, with when, not yet persisted.
     last_seen_dirty: std::sync::Mutex<HashMap<i64, i64>>,
+}
+
+/// Delivery receipts, keyed by (conversation id, recipient user id).
+#[derive(Default)]
+struct Receipts {
+    /// The highest message id known delivered: receipts only move forward.
+    persisted: HashMap<(i64, i64), i64>,
+    /// Marks not yet written to the database.
+    dirty: HashMap<(i64, i64), i64>,
+    /// Receipts not yet sent: the highest id and the senders to tell.
+    unsent: HashMap<(i64, i64), (i64, Vec<i64>)>,
 }
 
 /// State gathered in memory, to be persisted by the periodic flush.
@@ -162,7 +172,7 @@ impl Hub {
                 next_conn_id: AtomicU64::new(1),
                 queue_len,
                 stats: HubStats::default(),
-                delivered_dirty: Default::default(),
+                receipts: Default::default(),
                 last_seen_dirty: Default::default(),
             }),
         }
@@ -381,7 +391,7 @@ impl Hub {
     }
 
     /// Queues an ephemeral frame to every connection of `users`.
-    fn send_to_users(&self, users: impl IntoIterator<Item = i64>, frame: Arc<str>) {
+    fn send_to_users(&self, users: impl IntoIterator<Item = i64>, frame: bytes::Bytes) {
         let mut overflowed = Vec::new();
         {
             let routing = self.read();
@@ -394,7 +404,7 @@ impl Hub {
 
     /// Queues a frame to one connection (acks and errors for its own requests).
     /// Returns false if the connection is gone or overflowed.
-    pub fn send_to_conn(&self, conn_id: ConnId, frame: Arc<str>) -> bool {
+    pub fn send_to_conn(&self, conn_id: ConnId, frame: bytes::Bytes) -> bool {
         let routing = self.read();
         let Some(entry) = routing.conns.get(&conn_id) else {
             return false;
@@ -412,7 +422,11 @@ impl Hub {
     fn broadcast_presence(&self, user_id: i64, online: bool, last_seen_at: Option<i64>) {
         let audience: Vec<i64> = {
             let routing = self.read();
-            routing.contacts_of(user_id).into_iter().collect()
+            routing
+                .contacts_of(user_id)
+                .into_iter()
+                .filter(|contact| !routing.blocked_by(*contact, user_id))
+                .collect()
         };
         if audience.is_empty() {
             return;
@@ -504,42 +518,61 @@ impl Hub {
     }
 
     /// A connection of `user_id` has written `message_id` (sent by `sender_id`)
-    /// to its socket: tell the sender it was delivered, once per new high mark.
+    /// to its socket. Receipts are coalesced: [`Hub::flush_receipts`] sends each
+    /// sender one `delivered` per (conversation, recipient) with the highest id,
+    /// instead of one frame per message and recipient (a group burst would
+    /// otherwise flood the senders' queues).
     pub fn delivered(&self, conversation_id: i64, user_id: i64, message_id: i64, sender_id: i64) {
-        {
-            let mut dirty = self
-                .inner
-                .delivered_dirty
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let mark = dirty.entry((conversation_id, user_id)).or_insert(0);
-            if *mark >= message_id {
-                return;
-            }
-            *mark = message_id;
+        let mut receipts = self.lock_receipts();
+        let mark = receipts
+            .persisted
+            .entry((conversation_id, user_id))
+            .or_insert(0);
+        if *mark >= message_id {
+            return;
         }
-        let frame = serde_json::json!({
-            "type": "delivered",
-            "conversation_id": conversation_id,
-            "user_id": user_id,
-            "message_id": message_id,
-        })
-        .to_string();
-        self.send_to_users([sender_id], frame.into());
+        *mark = message_id;
+        receipts
+            .dirty
+            .insert((conversation_id, user_id), message_id);
+        let pending = receipts
+            .unsent
+            .entry((conversation_id, user_id))
+            .or_insert((0, Vec::new()));
+        pending.0 = pending.0.max(message_id);
+        if !pending.1.contains(&sender_id) {
+            pending.1.push(sender_id);
+        }
+    }
+
+    fn lock_receipts(&self) -> std::sync::MutexGuard<'_, Receipts> {
+        self.inner
+            .receipts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends the coalesced `delivered` frames. Called a few times a second.
+    pub fn flush_receipts(&self) {
+        let unsent = std::mem::take(&mut self.lock_receipts().unsent);
+        for ((conversation_id, user_id), (message_id, senders)) in unsent {
+            let frame = serde_json::json!({
+                "type": "delivered",
+                "conversation_id": conversation_id,
+                "user_id": user_id,
+                "message_id": message_id,
+            })
+            .to_string();
+            self.send_to_users(senders, frame.into());
+        }
     }
 
     /// Takes the delivery marks and last-seen times gathered since the last call,
     /// for the periodic flush to the database.
     pub fn take_dirty(&self) -> Dirty {
-        let delivered: Vec<_> = std::mem::take(
-            &mut *self
-                .inner
-                .delivered_dirty
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        )
-        .into_iter()
-        .collect();
+        let delivered: Vec<_> = std::mem::take(&mut self.lock_receipts().dirty)
+            .into_iter()
+            .collect();
         let seen: Vec<_> = std::mem::take(&mut *self.lock_last_seen())
             .into_iter()
             .collect();
