@@ -16,6 +16,7 @@ pub mod datadir;
 pub mod db;
 pub mod error;
 pub mod hub;
+pub mod search;
 pub mod server;
 pub mod settings;
 pub mod state;
