@@ -252,6 +252,31 @@ async fn round_trip_with_headers_ranges_and_etags() {
     assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["error"]["code"], "unsupported_media_type");
+
+    // Names as browsers send them: raw UTF-8, maybe with a path.
+    let form = Form::new().percent_encode_noop().part(
+        "file",
+        Part::bytes(b"quarterly".to_vec())
+            .file_name("C:\\fakepath\\报告 \"Q3\".txt")
+            .mime_str("text/plain")
+            .expect("mime"),
+    );
+    let response = server
+        .client
+        .post(server.url("/api/v1/attachments"))
+        .bearer_auth(&alice.token)
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let named: Value = response.json().await.expect("json");
+    assert_eq!(named["name"], "报告 \"Q3\".txt");
+    let response = get(&server, &alice, named["url"].as_str().expect("url")).await;
+    assert_eq!(
+        header(&response, "content-disposition"),
+        "inline; filename=\"__ _Q3_.txt\"; filename*=UTF-8''%E6%8A%A5%E5%91%8A%20%22Q3%22.txt"
+    );
 }
 
 #[tokio::test]
