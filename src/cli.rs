@@ -5,7 +5,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::{Config, Overrides};
 use crate::datadir::DataDir;
@@ -20,8 +20,7 @@ use crate::users::{self, NewUser};
     about = "A self-hosted messenger for office LANs, in one binary.",
     long_about = "A self-hosted messenger for office LANs, in one binary.\n\n\
                   With no arguments it serves the web client and the API (data in ./lanchat-data, \
-                  listening on 0.0.0.0:8080) and prints the addresses people can open.",
-    args_conflicts_with_subcommands = true
+                  listening on 0.0.0.0:8080) and prints the addresses people can open."
 )]
 pub struct Cli {
     /// Read settings from this TOML file (see config.example.toml).
@@ -58,6 +57,17 @@ pub enum Command {
         /// The username.
         name: String,
     },
+    /// Export conversations (all, or one) to a file, as JSON or a readable HTML page.
+    Export {
+        /// Only this conversation id (default: every conversation).
+        #[arg(long, value_name = "ID")]
+        conversation: Option<i64>,
+        /// "json" or "html".
+        #[arg(long, default_value = "json")]
+        format: String,
+        /// Where to write the export.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +88,9 @@ enum CliError {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(err) = check_conflicts(&cli) {
+        err.exit();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -85,6 +98,19 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--migrate` and `--create-user` are commands of their own. (clap's
+/// `args_conflicts_with_subcommands` would also refuse the global options before
+/// a subcommand, as in `lanchat --data-dir DIR serve`, so this is checked here.)
+fn check_conflicts(cli: &Cli) -> Result<(), clap::Error> {
+    if cli.command.is_some() && (cli.migrate || cli.create_user.is_some()) {
+        return Err(Cli::command().error(
+            clap::error::ErrorKind::ArgumentConflict,
+            "--migrate and --create-user cannot be combined with a subcommand",
+        ));
+    }
+    Ok(())
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -115,6 +141,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
     }
     match cli.command {
         Some(Command::ResetPassword { name }) => reset_password(&config, &name, cli.password_stdin),
+        Some(Command::Export {
+            conversation,
+            format,
+            file,
+        }) => export(&config, conversation, &format, &file),
         Some(Command::Serve) | None => serve(config),
     }
 }
@@ -217,6 +248,37 @@ fn reset_password(config: &Config, name: &str, from_stdin: bool) -> Result<(), C
     Ok(())
 }
 
+fn export(
+    config: &Config,
+    conversation: Option<i64>,
+    format: &str,
+    file: &std::path::Path,
+) -> Result<(), CliError> {
+    use crate::chat::export::{self, Format};
+    let format =
+        Format::parse(format).ok_or_else(|| CliError::Usage("--format is json or html".into()))?;
+    let (_dir, db) = open_for_command(config)?;
+    let result = (|| -> Result<(), CliError> {
+        let conn = db.open_reader()?;
+        let ids = match conversation {
+            Some(id) => vec![id],
+            None => export::all_conversation_ids(&conn)?,
+        };
+        let out = std::fs::File::create(file)
+            .map_err(|err| CliError::Usage(format!("cannot write {}: {err}", file.display())))?;
+        let mut out = std::io::BufWriter::new(out);
+        export::write(&conn, None, &ids, format, db::now_ms(), &mut out)?;
+        println!(
+            "exported {} conversation(s) to {}",
+            ids.len(),
+            file.display()
+        );
+        Ok(())
+    })();
+    db.writer.shutdown_blocking();
+    result
+}
+
 /// The new password: one line of stdin with --password-stdin, else asked twice
 /// on the terminal.
 fn read_new_password(from_stdin: bool) -> Result<String, CliError> {
@@ -248,7 +310,6 @@ fn read_new_password(from_stdin: bool) -> Result<String, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn command_line_is_consistent() {
@@ -265,5 +326,22 @@ mod tests {
         assert!(cli.admin && cli.password_stdin);
         assert!(Cli::try_parse_from(["lanchat", "--admin"]).is_err());
         assert!(Cli::try_parse_from(["lanchat", "--migrate", "--create-user", "x"]).is_err());
+        let cli = Cli::try_parse_from(["lanchat", "--data-dir", "d", "export", "out.json"])
+            .expect("parse");
+        assert!(matches!(cli.command, Some(Command::Export { .. })));
+        let cli = Cli::try_parse_from(["lanchat", "export", "--data-dir", "d", "out.json"])
+            .expect("parse");
+        assert_eq!(cli.data_dir.as_deref(), Some(std::path::Path::new("d")));
+        // Global options go before or after a subcommand.
+        for args in [
+            &["lanchat", "--data-dir", "d", "reset-password", "bob"][..],
+            &["lanchat", "reset-password", "bob", "--data-dir", "d"][..],
+            &["lanchat", "--listen", "127.0.0.1:1", "serve"][..],
+        ] {
+            let cli = Cli::try_parse_from(args).expect("parse");
+            assert!(check_conflicts(&cli).is_ok(), "{args:?}");
+        }
+        let cli = Cli::try_parse_from(["lanchat", "--migrate", "serve"]).expect("parse");
+        assert!(check_conflicts(&cli).is_err());
     }
 }

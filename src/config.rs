@@ -461,8 +461,8 @@ mod example_file {
     #[test]
     fn example_config_lists_every_key_with_its_default() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
-        let loaded =
-            Config::load_from(Some(&path), Vec::new(), &Overrides::default()).expect("example loads");
+        let loaded = Config::load_from(Some(&path), Vec::new(), &Overrides::default())
+            .expect("example loads");
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
         assert_eq!(loaded.config, Config::default());
         let text = std::fs::read_to_string(&path).expect("read");

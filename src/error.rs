@@ -225,12 +225,24 @@ impl warp::Reply for AppError {
         let body = serde_json::json!({ "error": self.to_json() });
         let mut response =
             warp::reply::with_status(warp::reply::json(&body), status).into_response();
-        if let AppError::RateLimited { retry_after_secs } = self
-            && let Ok(value) = warp::http::HeaderValue::from_str(&retry_after_secs.to_string())
-        {
-            response
-                .headers_mut()
-                .insert(warp::http::header::RETRY_AFTER, value);
+        match self {
+            AppError::RateLimited { retry_after_secs } => {
+                if let Ok(value) = warp::http::HeaderValue::from_str(&retry_after_secs.to_string())
+                {
+                    response
+                        .headers_mut()
+                        .insert(warp::http::header::RETRY_AFTER, value);
+                }
+            }
+            // The rest of the body is not read: the connection cannot carry another
+            // request, and a client that reused it would fail without a reason.
+            AppError::PayloadTooLarge(_) => {
+                response.headers_mut().insert(
+                    warp::http::header::CONNECTION,
+                    warp::http::HeaderValue::from_static("close"),
+                );
+            }
+            _ => {}
         }
         response
     }

@@ -94,6 +94,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })?;
     announce(&state, local);
 
+    // Prune before accepting anyone, so replay limits hold from the first connection.
+    if let Err(err) = prune_events(&state).await {
+        tracing::warn!(error = %err, "pruning old events failed");
+    }
     let chores = spawn_chores(state.clone());
     let routes = crate::api::routes(state.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -221,7 +225,8 @@ fn spawn_chores(state: SharedState) -> Vec<tokio::task::JoinHandle<()>> {
     }));
     let prune_state = state;
     chores.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        let every = Duration::from_secs(600);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             tick.tick().await;
             if let Err(err) = prune_events(&prune_state).await {

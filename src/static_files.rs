@@ -68,10 +68,17 @@ fn collect(dir: &'static Dir<'static>, map: &mut HashMap<String, Asset>) {
 }
 
 pub fn routes() -> BoxedFilter<(Response,)> {
-    warp::get()
-        .or(warp::head())
-        .unify()
-        .and(warp::path::full())
+    // The API has its own 404s: never answer an API path with the page. The path
+    // is checked before the method, or `POST /api/v1/nope` would be a 405 here.
+    let not_api = warp::path::full().and_then(|path: FullPath| async move {
+        if is_api_path(path.as_str()) {
+            Err(warp::reject::not_found())
+        } else {
+            Ok(path)
+        }
+    });
+    not_api
+        .and(warp::get().or(warp::head()).unify())
         .and(warp::header::optional::<String>("if-none-match"))
         .and_then(|path: FullPath, if_none_match: Option<String>| async move {
             serve(path.as_str(), if_none_match.as_deref())
@@ -79,11 +86,11 @@ pub fn routes() -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+fn is_api_path(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/")
+}
+
 fn serve(path: &str, if_none_match: Option<&str>) -> Result<Response, warp::Rejection> {
-    // The API has its own 404s; never answer an API path with the page.
-    if path == "/api" || path.starts_with("/api/") {
-        return Err(warp::reject::not_found());
-    }
     let relative = path.trim_start_matches('/');
     let assets = assets();
     let asset = match assets.get(relative) {

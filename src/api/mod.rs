@@ -6,6 +6,7 @@ pub mod admin;
 pub mod attachments;
 pub mod auth;
 pub mod conversations;
+pub mod export;
 pub mod health;
 pub mod messages;
 pub mod search;
@@ -44,6 +45,8 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
                 .or(conversations::routes(state.clone()))
                 .unify()
                 .or(messages::routes(state.clone()))
+                .unify()
+                .or(export::routes(state.clone()))
                 .unify()
                 .or(ws::routes(state.clone()))
                 .unify()
@@ -162,6 +165,12 @@ pub fn json_body<T: DeserializeOwned + Send + 'static>(
     })
 }
 
+/// How much of an oversize body is still read (and dropped) before the 413, and
+/// for how long: a server that closes while the client is still sending makes the
+/// client's OS reset the connection, and the client never sees the 413.
+const OVERSIZE_DRAIN_BYTES: u64 = 8 * 1024 * 1024;
+const OVERSIZE_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn read_limited<S, B>(body: S, limit: u64) -> AppResult<Bytes>
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
@@ -173,6 +182,16 @@ where
         let mut chunk =
             chunk.map_err(|_| AppError::bad_request("the request body could not be read"))?;
         if collected.len() as u64 + chunk.remaining() as u64 > limit {
+            let mut drained = 0u64;
+            let drain = async {
+                while let Some(Ok(chunk)) = body.next().await {
+                    drained += chunk.remaining() as u64;
+                    if drained > OVERSIZE_DRAIN_BYTES {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(OVERSIZE_DRAIN_TIME, drain).await;
             return Err(AppError::PayloadTooLarge(
                 format!("the request body is over {limit} bytes").into(),
             ));
@@ -187,10 +206,14 @@ where
     Ok(collected.freeze())
 }
 
-/// Decodes JSON, naming the field at fault when there is one.
+/// Decodes a JSON object, naming the field at fault when there is one.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> AppResult<T> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(AppError::bad_request("a JSON body is required"));
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Err(AppError::bad_request("a JSON body is required")),
+        // serde would read a struct from an array of its fields in order:
+        // every request body of the API is an object, so say so instead.
+        Some(b'{') => {}
+        Some(_) => return Err(AppError::bad_request("the body must be a JSON object")),
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize(&mut deserializer) {
@@ -209,8 +232,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> AppResult<T> {
                 inner.to_string()
             };
             if path.is_empty() || path == "." {
-                // A missing field is reported by serde at the parent: pull its name out.
-                match missing_field_name(&message) {
+                // A missing or repeated field is reported by serde at the parent:
+                // pull its name out.
+                match field_named_in(&message) {
                     Some(field) => Err(AppError::bad_field(field, message)),
                     None => Err(AppError::bad_request(message)),
                 }
@@ -221,8 +245,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> AppResult<T> {
     }
 }
 
-fn missing_field_name(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("missing field `")?;
+fn field_named_in(message: &str) -> Option<String> {
+    let rest = message
+        .strip_prefix("missing field `")
+        .or_else(|| message.strip_prefix("duplicate field `"))?;
     Some(rest.split('`').next()?.to_owned())
 }
 
@@ -261,7 +287,12 @@ fn serde_urlencoded_from_str<T: DeserializeOwned>(raw: &str) -> AppResult<T> {
         let path = err.path().to_string();
         let message = err.into_inner().to_string();
         if path.is_empty() || path == "." {
-            AppError::bad_request(format!("bad query string: {message}"))
+            match field_named_in(&message) {
+                Some(field) => {
+                    AppError::bad_field(field, format!("bad query parameter: {message}"))
+                }
+                None => AppError::bad_request(format!("bad query string: {message}")),
+            }
         } else {
             AppError::bad_field(path, format!("bad query parameter: {message}"))
         }
@@ -350,9 +381,15 @@ mod tests {
         assert_eq!(err.field(), Some("username"));
         let err = parse_json::<Login>(br#"{"username": "a"}"#).expect_err("missing");
         assert_eq!(err.field(), Some("password"));
+        let err = parse_json::<Login>(br#"{"username": "a", "username": "b", "password": "c"}"#)
+            .expect_err("duplicate");
+        assert_eq!(err.field(), Some("username"));
         let err = parse_json::<Login>(br#"{"username": "#).expect_err("syntax");
         assert_eq!(err.code(), "bad_request");
         assert!(parse_json::<Login>(b"").is_err());
+        let err = parse_json::<Login>(br#" ["alice", "secret"]"#).expect_err("array");
+        assert_eq!(err.code(), "bad_request");
+        assert!(parse_json::<Login>(br#" {"username": "a", "password": "b"}"#).is_ok());
     }
 
     #[test]
@@ -374,6 +411,8 @@ mod tests {
         assert_eq!(q.q.as_deref(), Some("héllo world"));
         assert_eq!(q.limit, Some(5));
         let err = serde_urlencoded_from_str::<Q>("limit=abc").expect_err("bad");
+        assert_eq!(err.field(), Some("limit"));
+        let err = serde_urlencoded_from_str::<Q>("limit=1&limit=2").expect_err("twice");
         assert_eq!(err.field(), Some("limit"));
     }
 }

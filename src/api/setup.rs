@@ -15,12 +15,8 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
     let status = warp::path!("setup")
         .and(warp::get())
         .and(with_state(state.clone()))
-        .map(|state: SharedState| {
-            ok(&serde_json::json!({
-                "needs_setup": state.auth.setup_token().is_some(),
-                "server_name": state.settings.get().server_name,
-            }))
-        });
+        .then(setup_status)
+        .map(respond);
     let run = warp::path!("setup")
         .and(warp::post())
         .and(with_state(state))
@@ -29,6 +25,20 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
         .then(run_setup)
         .map(respond);
     status.or(run).unify().boxed()
+}
+
+/// Setup is needed while no admin exists. An admin created meanwhile from the
+/// command line (beside the running server) ends it too.
+async fn setup_status(state: SharedState) -> AppResult<Response> {
+    let mut needs_setup = state.auth.setup_token().is_some();
+    if needs_setup && state.db.read(|conn| crate::users::any_admin(conn)).await? {
+        state.auth.end_setup();
+        needs_setup = false;
+    }
+    Ok(ok(&serde_json::json!({
+        "needs_setup": needs_setup,
+        "server_name": state.settings.get().server_name,
+    })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -23,6 +23,9 @@ use crate::state::SharedState;
 use crate::users::{self, User};
 
 pub const HEARTBEAT: Duration = Duration::from_secs(30);
+/// A write that cannot complete this long means the peer stopped reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Frames bigger than this are cut off by the protocol layer itself; frames
 /// between the configured limit and this get an `error` frame instead.
 const HARD_FRAME_LIMIT: usize = 1024 * 1024;
@@ -174,12 +177,16 @@ impl Connection {
             "server_version": env!("CARGO_PKG_VERSION"),
             "heartbeat_ms": HEARTBEAT.as_millis() as u64,
         });
-        if sink.send(WsMessage::text(hello.to_string())).await.is_err() {
-            return;
-        }
-        if let Some(since) = since
-            && self.replay(&mut sink, since).await.is_err()
-        {
+        let start = async {
+            sink.send(WsMessage::text(hello.to_string()))
+                .await
+                .map_err(|_| ())?;
+            match since {
+                Some(since) => self.replay(&mut sink, since).await,
+                None => Ok(()),
+            }
+        };
+        if !matches!(tokio::time::timeout(WRITE_TIMEOUT, start).await, Ok(Ok(()))) {
             return;
         }
         let mut heartbeat =
@@ -192,8 +199,15 @@ impl Connection {
                 code = kill.fired() => break Flow::Close(code, close_reason(code)),
                 item = self.registration.receiver.recv() => {
                     let Some(item) = item else { break Flow::Close(close::GOING_AWAY, "server shutting down") };
-                    if self.write_queued(&mut sink, item).await.is_err() {
-                        return;
+                    // A peer that stops reading blocks the write: the kill switch
+                    // (fired when its queue overflows) and a timeout still end it.
+                    tokio::select! {
+                        written = tokio::time::timeout(WRITE_TIMEOUT, self.write_queued(&mut sink, item)) => {
+                            if !matches!(written, Ok(Ok(()))) {
+                                return;
+                            }
+                        }
+                        code = kill.fired() => break Flow::Close(code, close_reason(code)),
                     }
                 }
                 incoming = stream.next() => {
@@ -216,8 +230,12 @@ impl Connection {
             }
         };
         if let Flow::Close(code, reason) = outcome {
-            let _ = sink.send(WsMessage::close_with(code, reason)).await;
-            let _ = sink.close().await;
+            let goodbye = async {
+                let _ = sink.send(WsMessage::close_with(code, reason)).await;
+                let _ = sink.close().await;
+            };
+            // A peer that does not read gets no goodbye: the socket is dropped.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, goodbye).await;
         }
     }
 

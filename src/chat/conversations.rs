@@ -334,6 +334,12 @@ pub fn create_direct(
             "a direct conversation needs another person",
         ));
     }
+    if access::has_blocked(ctx.conn(), other, me)? {
+        return Err(AppError::forbidden_code(
+            "blocked",
+            "this person does not accept your messages",
+        ));
+    }
     let key = format!("{}:{}", me.min(other), me.max(other));
     let existing: Option<i64> = ctx
         .conn()
@@ -344,12 +350,6 @@ pub fn create_direct(
         return Ok((get(ctx.conn(), me, id)?, false));
     }
     require_users(ctx.conn(), &[other], "user_id")?;
-    if access::has_blocked(ctx.conn(), other, me)? {
-        return Err(AppError::forbidden_code(
-            "blocked",
-            "this person does not accept your messages",
-        ));
-    }
     let row = insert_conversation(ctx, Kind::Direct, "", "", me, Some(&key))?;
     insert_member(ctx, row.id, me, Role::Member)?;
     insert_member(ctx, row.id, other, Role::Member)?;

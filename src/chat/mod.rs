@@ -3,4 +3,5 @@
 
 pub mod access;
 pub mod conversations;
+pub mod export;
 pub mod messages;

@@ -118,6 +118,17 @@ impl Db {
         .map_err(|err| E::from(DbError::Task(err.to_string())))?
     }
 
+    /// A fresh read-only connection outside the pool, for long jobs (exports,
+    /// backups) that must not hold a pooled connection while a client is slow.
+    pub fn open_reader(&self) -> Result<Connection, DbError> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        apply_pragmas(&conn, false)?;
+        Ok(conn)
+    }
+
     /// A read on the current thread; for CLI commands and blocking contexts only.
     pub fn read_blocking<R, E, F>(&self, f: F) -> Result<R, E>
     where

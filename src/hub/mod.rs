@@ -15,7 +15,7 @@
 //! what is durable.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -82,8 +82,10 @@ struct ConnEntry {
 
 #[derive(Default)]
 struct Routing {
-    /// Highest event id handed to connections; replay covers up to it.
-    last_event_id: i64,
+    /// Highest event id handed to connections; replay covers up to it. Atomic so
+    /// that publishing can run under the read lock (registration takes the write
+    /// lock, so it still sees a value consistent with the queues).
+    last_event_id: AtomicI64,
     conns: HashMap<ConnId, ConnEntry>,
     by_user: HashMap<i64, Vec<ConnId>>,
     members: HashMap<i64, HashSet<i64>>,
@@ -185,12 +187,13 @@ impl Hub {
             let (blocker, blocked) = row?;
             routing.blocks.entry(blocker).or_default().insert(blocked);
         }
-        routing.last_event_id = conn.query_row(
+        let last: i64 = conn.query_row(
             "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
                         COALESCE((SELECT MAX(event_id) FROM events), 0))",
             [],
             |row| row.get(0),
         )?;
+        routing.last_event_id.store(last, Ordering::Release);
         Ok(())
     }
 
@@ -233,7 +236,7 @@ impl Hub {
                     kill: kill.clone(),
                 },
             );
-            (came_online, routing.last_event_id)
+            (came_online, routing.last_event_id.load(Ordering::Acquire))
         };
         if came_online {
             self.broadcast_presence(user_id, true, None);
@@ -326,7 +329,7 @@ impl Hub {
     pub fn publish(&self, events: Vec<Arc<CommittedEvent>>) {
         let mut overflowed = Vec::new();
         let mut delivered = 0u64;
-        {
+        if events.iter().any(|e| e.membership.is_some()) {
             let mut routing = self.write();
             for event in events {
                 if let Some(MembershipChange::Added {
@@ -346,7 +349,18 @@ impl Hub {
                 {
                     routing.remove_member(*conversation_id, *user_id);
                 }
-                routing.last_event_id = routing.last_event_id.max(event.event_id);
+                routing
+                    .last_event_id
+                    .fetch_max(event.event_id, Ordering::AcqRel);
+            }
+        } else {
+            // The common case (messages, reactions, receipts): routing only reads.
+            let routing = self.read();
+            for event in events {
+                delivered += routing.route(&event, &mut overflowed);
+                routing
+                    .last_event_id
+                    .fetch_max(event.event_id, Ordering::AcqRel);
             }
         }
         self.inner
@@ -714,6 +728,7 @@ mod tests {
         let mut member = hub.register(2, 100, 4).expect("register");
         let mut outsider = hub.register(3, 101, 4).expect("register");
         assert_eq!(member.last_event_id, 1);
+        assert_eq!(hub.register(2, 102, 4).expect("again").last_event_id, 1);
         hub.publish(vec![event(2, 10, None)]);
         assert!(matches!(member.receiver.try_recv(), Ok(Outbound::Event(e)) if e.event_id == 2));
         assert!(outsider.receiver.try_recv().is_err());

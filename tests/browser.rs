@@ -1,0 +1,85 @@
+//! The web client in real headless Chromium: starts the real server and runs the
+//! Playwright suite in `tests/browser/` against it with Node.js.
+//!
+//! Needs Node.js and Debian's `chromium` (`apt-get install chromium`); installs the
+//! suite's one npm dependency (`playwright-core`, which downloads no browser) on
+//! first run. Set `LANCHAT_SCREENSHOTS=1` to refresh `docs/screenshots/`.
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn suite_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+fn chromium() -> PathBuf {
+    std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+/// `npm ci` once, if `node_modules` is missing or older than the lock file.
+fn install_suite(dir: &Path) {
+    let marker = dir.join("node_modules/playwright-core/package.json");
+    let lock = dir.join("package-lock.json");
+    let stale = match (std::fs::metadata(&marker), std::fs::metadata(&lock)) {
+        (Ok(installed), Ok(lock)) => match (installed.modified(), lock.modified()) {
+            (Ok(a), Ok(b)) => a < b,
+            _ => false,
+        },
+        _ => true,
+    };
+    if stale {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(dir)
+            .status()
+            .expect("npm must be installed to run the browser tests");
+        assert!(status.success(), "npm ci failed in {}", dir.display());
+    }
+}
+
+#[tokio::test]
+async fn web_client_in_headless_chromium() {
+    let browser = chromium();
+    assert!(
+        browser.exists(),
+        "the browser tests need Chromium at {} (Debian: apt-get install chromium)",
+        browser.display()
+    );
+    let dir = suite_dir();
+    install_suite(&dir);
+    let server = TestServer::start().await;
+    let output = tokio::task::spawn_blocking({
+        let url = server.base_url().to_owned();
+        let dir = dir.clone();
+        move || {
+            Command::new("node")
+                .args(["--test", "--test-concurrency=1", "chat.spec.mjs"])
+                .current_dir(&dir)
+                .env("LANCHAT_URL", url)
+                .env("CHROMIUM", &browser)
+                .output()
+                .expect("node must be installed to run the browser tests")
+        }
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "browser suite failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- server log\n{}",
+        server.stderr()
+    );
+    // The suite must really have run something.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("# pass") && !l.trim().ends_with(" 0")),
+        "the browser suite ran no test:\n{stdout}"
+    );
+}
