@@ -68,6 +68,18 @@ pub enum Command {
         /// Where to write the export.
         file: PathBuf,
     },
+    /// Write a backup archive (database snapshot and attachment files) to FILE.
+    /// Works while the server is running.
+    Backup {
+        /// The archive to write (a tar file); it must not exist yet.
+        file: PathBuf,
+    },
+    /// Restore a backup archive into the data directory, which must be empty or
+    /// not exist yet.
+    Restore {
+        /// The archive to restore (made by `lanchat backup` or the admin API).
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +94,8 @@ enum CliError {
     Serve(#[from] crate::server::ServeError),
     #[error("{0}")]
     App(#[from] AppError),
+    #[error("{0}")]
+    Backup(#[from] crate::backup::BackupError),
     #[error("{0}")]
     Usage(String),
 }
@@ -146,6 +160,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
             format,
             file,
         }) => export(&config, conversation, &format, &file),
+        Some(Command::Backup { file }) => backup(&config, &file),
+        Some(Command::Restore { file }) => restore(&config, &file),
         Some(Command::Serve) | None => serve(config),
     }
 }
@@ -279,6 +295,48 @@ fn export(
     result
 }
 
+/// `lanchat backup FILE`: reads the database read-only beside a running server
+/// (no lock, no migration) and writes the archive atomically.
+fn backup(config: &Config, file: &std::path::Path) -> Result<(), CliError> {
+    let data_dir = &config.server.data_dir;
+    if !data_dir.join(db::DB_FILE).is_file() {
+        return Err(CliError::Usage(format!(
+            "there is no lanchat database in {}; pass --data-dir",
+            data_dir.display()
+        )));
+    }
+    let manifest = crate::backup::archive_to_file(data_dir, file)?;
+    let bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "wrote {} ({} bytes): database schema {}, {} attachment file(s)",
+        file.display(),
+        bytes,
+        manifest.schema_version,
+        manifest.files.len()
+    );
+    Ok(())
+}
+
+/// `lanchat restore FILE`: only into an empty or new data directory.
+fn restore(config: &Config, file: &std::path::Path) -> Result<(), CliError> {
+    let data_dir = &config.server.data_dir;
+    let manifest = crate::backup::restore(file, data_dir)?;
+    println!(
+        "restored {} into {}: backup of {} made by lanchat {}, database schema {}, {} attachment file(s)",
+        file.display(),
+        data_dir.display(),
+        crate::backup::utc_stamp(manifest.created_at),
+        manifest.lanchat_version,
+        manifest.schema_version,
+        manifest.files.len()
+    );
+    println!(
+        "start the server on it with: lanchat --data-dir {}",
+        data_dir.display()
+    );
+    Ok(())
+}
+
 /// The new password: one line of stdin with --password-stdin, else asked twice
 /// on the terminal.
 fn read_new_password(from_stdin: bool) -> Result<String, CliError> {
@@ -343,5 +401,14 @@ mod tests {
         }
         let cli = Cli::try_parse_from(["lanchat", "--migrate", "serve"]).expect("parse");
         assert!(check_conflicts(&cli).is_err());
+        let cli =
+            Cli::try_parse_from(["lanchat", "backup", "b.tar", "--data-dir", "d"]).expect("backup");
+        assert!(matches!(cli.command, Some(Command::Backup { .. })));
+        assert!(cli.data_dir.is_some());
+        let cli = Cli::try_parse_from(["lanchat", "--data-dir", "d", "restore", "b.tar"])
+            .expect("restore");
+        assert!(matches!(cli.command, Some(Command::Restore { .. })));
+        Cli::try_parse_from(["lanchat", "--data-dir", "d", "reset-password", "bob"])
+            .expect("global flag before a subcommand");
     }
 }

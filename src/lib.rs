@@ -6,9 +6,11 @@
 //! `db` owns storage (the group-committing writer and the read pool); `hub` routes
 //! realtime events to sockets.
 
+pub mod admin;
 pub mod api;
 pub mod attachments;
 pub mod auth;
+pub mod backup;
 pub mod chat;
 pub mod cli;
 pub mod config;
@@ -16,6 +18,7 @@ pub mod datadir;
 pub mod db;
 pub mod error;
 pub mod hub;
+pub mod metrics;
 pub mod search;
 pub mod server;
 pub mod settings;

@@ -13,6 +13,7 @@ use crate::datadir::{DataDir, DataDirError};
 use crate::db::{self, Db, DbError, migrations};
 use crate::error::AppError;
 use crate::hub::{self, Hub};
+use crate::metrics::Metrics;
 use crate::settings::SettingsStore;
 use crate::state::{AppState, SharedState};
 
@@ -64,6 +65,8 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
         config.server.read_connections,
         Box::new(move |events| publisher.publish(events)),
     )?;
+    let metrics = Metrics::new(hub.clone(), db.writer.stats.clone());
+    crate::backup::remove_stale_temp_files(&data_dir.root);
     let state = Arc::new(AppState {
         data_dir: data_dir.root.clone(),
         config,
@@ -71,6 +74,7 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
         auth,
         hub,
         settings,
+        metrics,
         started_at: Instant::now(),
     });
     Ok(Prepared {
@@ -204,7 +208,7 @@ async fn shutdown_signal() {
 }
 
 /// Periodic work: typing timeouts, persisting delivery marks and last-seen
-/// times, pruning the event log.
+/// times, pruning the event log, scheduled backups.
 fn spawn_chores(state: SharedState) -> Vec<tokio::task::JoinHandle<()>> {
     let mut chores = Vec::new();
     let hub = state.hub.clone();
@@ -223,6 +227,9 @@ fn spawn_chores(state: SharedState) -> Vec<tokio::task::JoinHandle<()>> {
             flush_dirty(&flush_state).await;
         }
     }));
+    if let Some(backups) = crate::backup::spawn_scheduled_backups(state.clone()) {
+        chores.push(backups);
+    }
     let prune_state = state;
     chores.push(tokio::spawn(async move {
         let every = Duration::from_secs(600);

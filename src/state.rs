@@ -8,6 +8,7 @@ use crate::auth::AuthState;
 use crate::config::Config;
 use crate::db::Db;
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::settings::SettingsStore;
 
 pub struct AppState {
@@ -16,6 +17,7 @@ pub struct AppState {
     pub auth: AuthState,
     pub hub: Hub,
     pub settings: SettingsStore,
+    pub metrics: Metrics,
     pub data_dir: PathBuf,
     pub started_at: Instant,
 }

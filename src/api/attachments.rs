@@ -80,7 +80,8 @@ async fn upload(
     content_length: Option<u64>,
     mut form: FormData,
 ) -> AppResult<Response> {
-    let limit = state.config.limits.max_attachment_bytes;
+    // The limit in force: an admin may have changed it since start-up.
+    let limit = state.settings.get().max_attachment_bytes;
     if content_length.is_some_and(|declared| declared > limit.saturating_add(MULTIPART_OVERHEAD)) {
         drain(
             &mut form,

@@ -1,4 +1,5 @@
-//! `GET /healthz`: liveness plus a real database round trip.
+//! `GET /healthz`: liveness plus a real database round trip and a check that the
+//! database writer is still running.
 
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -17,18 +18,24 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
 }
 
 async fn healthz(state: SharedState) -> Response {
-    let db_ok = state.db.ping().await;
+    let writer_ok = state.db.writer.is_alive();
+    let db_ok = writer_ok && state.db.ping().await;
     let status = if db_ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    json(
+    let mut response = json(
         status,
         &serde_json::json!({
             "status": if db_ok { "ok" } else { "unavailable" },
             "version": env!("CARGO_PKG_VERSION"),
             "db": if db_ok { "ok" } else { "error" },
         }),
-    )
+    );
+    response.headers_mut().insert(
+        warp::http::header::CACHE_CONTROL,
+        warp::http::HeaderValue::from_static("no-store"),
+    );
+    response
 }

@@ -9,6 +9,7 @@ pub mod conversations;
 pub mod export;
 pub mod health;
 pub mod messages;
+pub mod metrics;
 pub mod search;
 pub mod setup;
 pub mod users;
@@ -64,7 +65,10 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
         )
         .boxed();
 
+    let metrics = state.metrics.clone();
     health::routes(state.clone())
+        .or(metrics::routes(state.clone()))
+        .unify()
         .or(api)
         .unify()
         .or(crate::static_files::routes())
@@ -78,12 +82,18 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
             );
             response
         })
-        .with(warp::log::custom(log_request))
+        .with(warp::log::custom(move |info| log_request(&metrics, info)))
         .map(Reply::into_response)
         .boxed()
 }
 
-fn log_request(info: warp::log::Info<'_>) {
+fn log_request(metrics: &crate::metrics::Metrics, info: warp::log::Info<'_>) {
+    metrics.record_http(
+        info.method(),
+        info.path(),
+        info.status().as_u16(),
+        info.elapsed(),
+    );
     tracing::info!(
         target: "lanchat::http",
         method = %info.method(),
@@ -114,6 +124,36 @@ pub fn authenticated(
             state.auth.authenticate(token).map_err(warp::reject::custom)
         }
     })
+}
+
+/// Like [`authenticated`], and the caller must be an enabled admin according to
+/// the database at this moment (403 `forbidden` otherwise).
+pub fn admin_authenticated(
+    state: SharedState,
+) -> impl Filter<Extract = (AuthUser,), Error = Rejection> + Clone {
+    authenticated(state.clone()).and_then(move |caller: AuthUser| {
+        let state = state.clone();
+        async move {
+            require_admin(&state, caller)
+                .await
+                .map_err(warp::reject::custom)?;
+            Ok::<_, Rejection>(caller)
+        }
+    })
+}
+
+/// Checks in the database that `caller` is an enabled admin.
+pub async fn require_admin(state: &SharedState, caller: AuthUser) -> AppResult<()> {
+    let user_id = caller.user_id;
+    let is_admin = state
+        .db
+        .read(move |conn| crate::admin::is_active_admin(conn, user_id))
+        .await?;
+    if is_admin {
+        Ok(())
+    } else {
+        Err(AppError::forbidden("this needs an administrator"))
+    }
 }
 
 pub fn bearer_token(header: &str) -> Option<&str> {
@@ -170,6 +210,21 @@ pub fn json_body<T: DeserializeOwned + Send + 'static>(
 /// client's OS reset the connection, and the client never sees the 413.
 const OVERSIZE_DRAIN_BYTES: u64 = 8 * 1024 * 1024;
 const OVERSIZE_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+/// Like [`json_body`], but an empty body means `T::default()` (for endpoints
+/// whose fields are all optional, such as creating an invite).
+pub fn optional_json_body<T: DeserializeOwned + Default + Send + 'static>(
+    limit: u64,
+) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    warp::body::stream().and_then(move |body| async move {
+        let bytes = read_limited(body, limit)
+            .await
+            .map_err(warp::reject::custom)?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(T::default());
+        }
+        parse_json::<T>(&bytes).map_err(warp::reject::custom)
+    })
+}
 
 async fn read_limited<S, B>(body: S, limit: u64) -> AppResult<Bytes>
 where

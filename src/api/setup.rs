@@ -31,7 +31,7 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
 /// command line (beside the running server) ends it too.
 async fn setup_status(state: SharedState) -> AppResult<Response> {
     let mut needs_setup = state.auth.setup_token().is_some();
-    if needs_setup && state.db.read(|conn| crate::users::any_admin(conn)).await? {
+    if needs_setup && state.db.read(crate::users::any_admin).await? {
         state.auth.end_setup();
         needs_setup = false;
     }

@@ -269,6 +269,9 @@ impl Connection {
                     return None;
                 }
                 self.last_sent = event.event_id;
+                self.state
+                    .metrics
+                    .record_delivery_latency(event.created.elapsed().as_secs_f64());
                 if let (Some(message_id), Some(conversation_id), Some(sender)) =
                     (event.message_id, event.conversation_id, event.actor_id)
                     && sender != self.caller.user_id
@@ -468,10 +471,14 @@ impl Connection {
             .enqueue(move |ctx| messages::send(ctx, sender, new))
             .await?;
         let hub = self.state.hub.clone();
+        let metrics = self.state.metrics.clone();
         let conn_id = self.registration.conn_id;
         tokio::spawn(async move {
             let frame = match outcome.await {
                 Ok(sent) => {
+                    if sent.created {
+                        metrics.record_message_sent();
+                    }
                     json!({ "type": "ack", "client_id": client_id, "message": sent.message })
                         .to_string()
                 }

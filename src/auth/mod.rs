@@ -76,14 +76,16 @@ impl AuthState {
                 _ => AppError::invalid_token("the access token is not valid"),
             }
         })?;
-        if read(&self.revoked_sessions).contains(&claims.sid) {
-            return Err(AppError::invalid_token("this session has been signed out"));
-        }
+        // Disabled first: disabling also revokes the sessions, and the client
+        // should learn why (403 account_disabled) rather than try to refresh.
         if read(&self.disabled_users).contains(&claims.sub) {
             return Err(AppError::forbidden_code(
                 "account_disabled",
                 "this account is disabled",
             ));
+        }
+        if read(&self.revoked_sessions).contains(&claims.sid) {
+            return Err(AppError::invalid_token("this session has been signed out"));
         }
         Ok(AuthUser {
             user_id: claims.sub,

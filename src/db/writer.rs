@@ -65,6 +65,8 @@ pub struct CommittedEvent {
     pub message_id: Option<i64>,
     pub membership: Option<MembershipChange>,
     pub frame: Arc<str>,
+    /// When it was appended (for the delivery-latency metric).
+    pub created: std::time::Instant,
 }
 
 /// Called on the writer thread after each successful commit with that batch's
@@ -127,6 +129,7 @@ impl WriteCtx<'_> {
             message_id: draft.message_id,
             membership: draft.membership,
             frame: text.into(),
+            created: std::time::Instant::now(),
         }));
         Ok(event_id)
     }
@@ -141,11 +144,24 @@ enum Command {
 }
 
 /// Counters the metrics endpoint reads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WriterStats {
     pub transactions: AtomicU64,
     pub jobs: AtomicU64,
     pub last_batch_size: AtomicU64,
+    /// Jobs per committed transaction.
+    pub batch_sizes: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for WriterStats {
+    fn default() -> Self {
+        WriterStats {
+            transactions: AtomicU64::new(0),
+            jobs: AtomicU64::new(0),
+            last_batch_size: AtomicU64::new(0),
+            batch_sizes: crate::metrics::batch_size_histogram(),
+        }
+    }
 }
 
 /// Handle to the writer thread; cheap to clone.
@@ -252,6 +268,17 @@ impl Writer {
         answer
             .blocking_recv()
             .map_err(|_| E::from(DbError::WriterGone))?
+    }
+
+    /// Whether the writer thread is still taking jobs (for `/healthz`).
+    pub fn is_alive(&self) -> bool {
+        if self.queue.is_closed() {
+            return false;
+        }
+        match self.thread.lock() {
+            Ok(slot) => slot.as_ref().is_some_and(|handle| !handle.is_finished()),
+            Err(_) => false,
+        }
     }
 
     /// Commits everything queued so far, then stops the thread and closes the
@@ -368,6 +395,7 @@ fn run_batch(
     stats.transactions.fetch_add(1, Ordering::Relaxed);
     stats.jobs.fetch_add(jobs, Ordering::Relaxed);
     stats.last_batch_size.store(jobs, Ordering::Relaxed);
+    stats.batch_sizes.observe(jobs as f64);
     match committed {
         Ok(()) => {
             if !events.is_empty() {

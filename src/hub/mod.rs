@@ -711,6 +711,7 @@ mod tests {
             message_id: Some(id),
             membership,
             frame: format!("{{\"event_id\":{id}}}").into(),
+            created: Instant::now(),
         })
     }
 
