@@ -1,12 +1,25 @@
-//! Attachments: the stored file records and their public object. Files live in
-//! the data directory, content-addressed by SHA-256.
+//! Attachments: the stored file records and their public object, receiving an
+//! upload, who may read a file, and the cleanup of files never sent. Files live
+//! in the data directory, content-addressed by SHA-256 (see [`store`]); what a
+//! file is and how a browser may show it is decided in [`media`].
+
+pub mod media;
+pub mod store;
 
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use rusqlite::Connection;
+use bytes::{Buf, Bytes};
+use futures_util::{Stream, StreamExt};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use crate::error::AppResult;
+use crate::db::WriteCtx;
+use crate::error::{AppError, AppResult};
+use crate::state::SharedState;
+use store::{TempFile, Written};
 
 /// The contract's Attachment object.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -64,4 +77,387 @@ pub fn load_for_messages(
         out.entry(message_id).or_default().push(attachment);
     }
     Ok(out)
+}
+
+const COLUMNS: &str = "a.id, a.name, a.mime, a.size, a.sha256, a.width, a.height";
+
+fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Attachment> {
+    let id: i64 = row.get(0)?;
+    Ok(Attachment {
+        id,
+        name: row.get(1)?,
+        mime: row.get(2)?,
+        size: row.get(3)?,
+        sha256: row.get(4)?,
+        width: row.get(5)?,
+        height: row.get(6)?,
+        url: url_for(id),
+    })
+}
+
+/// A record for a file that was just stored.
+#[derive(Debug, Clone)]
+pub struct NewAttachment {
+    pub name: String,
+    pub mime: String,
+    pub size: u64,
+    pub sha256: String,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+}
+
+pub fn insert(
+    ctx: &mut WriteCtx<'_>,
+    uploader_id: i64,
+    new: NewAttachment,
+) -> AppResult<Attachment> {
+    ctx.conn()
+        .prepare_cached(
+            "INSERT INTO attachments (uploader_id, name, mime, size, sha256, width, height, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            uploader_id,
+            new.name,
+            new.mime,
+            new.size as i64,
+            new.sha256,
+            new.width,
+            new.height,
+            ctx.now()
+        ])?;
+    let id = ctx.conn().last_insert_rowid();
+    Ok(Attachment {
+        id,
+        name: new.name,
+        mime: new.mime,
+        size: new.size as i64,
+        sha256: new.sha256,
+        width: new.width.map(i64::from),
+        height: new.height.map(i64::from),
+        url: url_for(id),
+    })
+}
+
+/// The attachment `id` if `user_id` may read it: its uploader; a member of a
+/// conversation where it was sent in a message that is not deleted (any user for
+/// a channel: channels are public); anyone when it is a user's avatar (avatars
+/// are shown next to names everywhere). `None` otherwise, so that existence is
+/// not leaked.
+pub fn get_readable(conn: &Connection, id: i64, user_id: i64) -> AppResult<Option<Attachment>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM attachments a
+         WHERE a.id = ?1 AND (
+            a.uploader_id = ?2
+            OR EXISTS (SELECT 1 FROM users u WHERE u.avatar_attachment_id = a.id)
+            OR EXISTS (
+                SELECT 1 FROM message_attachments ma
+                JOIN messages m ON m.id = ma.message_id
+                JOIN conversations c ON c.id = m.conversation_id
+                WHERE ma.attachment_id = a.id AND m.deleted_at IS NULL
+                  AND (c.kind = 'channel' OR EXISTS (
+                        SELECT 1 FROM members mb
+                        WHERE mb.conversation_id = c.id AND mb.user_id = ?2)))
+         )"
+    );
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row(params![id, user_id], from_row)
+        .optional()?)
+}
+
+/// Attachment ids in paths: a positive integer in plain digits, nothing else.
+pub fn parse_id(text: &str) -> Option<i64> {
+    if text.is_empty() || text.len() > 18 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<i64>().ok().filter(|id| *id > 0)
+}
+
+/// Held (shared) by an upload from placing its file until its record is
+/// committed, and by preview generation; held exclusively by the cleanup while it
+/// decides which files no record refers to and removes them. So the cleanup never
+/// removes a file that a record is about to point to. One server per data
+/// directory (it is locked), so one lock per process is enough.
+pub static FILES_LOCK: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// How an upload's body ended.
+#[derive(Debug)]
+pub enum Received {
+    /// Complete and fsynced in `files/tmp`, removed if the guard is dropped.
+    Complete(TempFile, Written),
+    /// Past the limit: what was written has been removed; the rest of the body
+    /// has not been read.
+    TooLarge,
+}
+
+/// Streams one upload into a temp file in `files/tmp` while a blocking thread
+/// hashes and writes it; stops as soon as it grows past `limit` bytes.
+/// The stream is borrowed so that the caller can drain the rest of a refused one.
+pub async fn receive<S, B, E>(files_dir: &Path, body: &mut S, limit: u64) -> AppResult<Received>
+where
+    S: Stream<Item = Result<B, E>> + Unpin,
+    B: Buf,
+    E: std::fmt::Display,
+{
+    let temp = TempFile::new_name(&store::tmp_dir(files_dir), ".part");
+    let sink = store::spawn_sink(temp.path().to_owned());
+    let mut size = 0u64;
+    let mut failure: Option<AppError> = None;
+    let mut too_large = false;
+    while let Some(chunk) = body.next().await {
+        let mut chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(err) => {
+                tracing::debug!(error = %err, "upload body failed");
+                failure = Some(AppError::bad_request(
+                    "the upload was interrupted or is not well-formed multipart",
+                ));
+                break;
+            }
+        };
+        let bytes: Bytes = chunk.copy_to_bytes(chunk.remaining());
+        size += bytes.len() as u64;
+        if size > limit {
+            too_large = true;
+            break;
+        }
+        if sink.chunks.send(bytes).await.is_err() {
+            // The sink stopped: its error says why.
+            break;
+        }
+    }
+    let aborted = too_large || failure.is_some();
+    sink.abort.store(aborted, Ordering::Release);
+    drop(sink.chunks);
+    let written = sink
+        .done
+        .await
+        .map_err(|err| AppError::internal(format!("upload writer: {err}")))
+        .and_then(|r| r.map_err(|err| AppError::internal(format!("writing an upload: {err}"))));
+    let written = match written {
+        Ok(written) if !aborted => written,
+        outcome => {
+            let removed = tokio::task::spawn_blocking(move || {
+                let mut temp = temp;
+                temp.remove();
+            })
+            .await;
+            if let Err(err) = removed {
+                tracing::warn!(error = %err, "removing a temp file failed");
+            }
+            if too_large {
+                return Ok(Received::TooLarge);
+            }
+            return Err(match (failure, outcome) {
+                (Some(err), _) | (None, Err(err)) => err,
+                (None, Ok(_)) => AppError::internal("upload aborted"),
+            });
+        }
+    };
+    Ok(Received::Complete(temp, written))
+}
+
+/// Files a received upload under its content address (once per content) and
+/// records it. `claimed_mime` is the part's content type, checked against the
+/// bytes by [`media::decide_mime`].
+pub async fn store_upload(
+    state: &SharedState,
+    uploader_id: i64,
+    name: String,
+    claimed_mime: Option<String>,
+    temp: TempFile,
+    written: Written,
+) -> AppResult<Attachment> {
+    let mime = media::decide_mime(claimed_mime.as_deref(), &name, &written.head);
+    let files = store::files_dir(&state.data_dir);
+    let previewable = media::is_previewable_image(&mime);
+    let sha = written.sha256.clone();
+    let size = written.size;
+    let _files = FILES_LOCK.read().await;
+    let dimensions = tokio::task::spawn_blocking(move || {
+        let mut temp = temp;
+        let path = store::place_blob(&files, &mut temp, &sha, size)?;
+        Ok::<_, std::io::Error>(if previewable {
+            store::image_dimensions(&path)
+        } else {
+            None
+        })
+    })
+    .await
+    .map_err(|err| AppError::internal(format!("storing an upload: {err}")))?
+    .map_err(|err| AppError::internal(format!("storing an upload: {err}")))?;
+    let new = NewAttachment {
+        name,
+        mime,
+        size,
+        sha256: written.sha256,
+        width: dimensions.map(|d| d.0),
+        height: dimensions.map(|d| d.1),
+    };
+    state
+        .db
+        .writer
+        .run(move |ctx| insert(ctx, uploader_id, new))
+        .await
+}
+
+/// How long an upload may stay unsent before the cleanup removes it.
+pub const ORPHAN_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Temp files not written to for this long are left-overs of a crash.
+const TMP_MAX_AGE: Duration = Duration::from_secs(3600);
+const CLEANUP_EVERY: Duration = Duration::from_secs(3600);
+
+/// What one cleanup pass removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupReport {
+    /// Attachment records never sent in a message (nor used as an avatar).
+    pub records: usize,
+    /// Content files and previews no record refers to any more.
+    pub files: usize,
+    /// Abandoned temp files.
+    pub temp_files: usize,
+}
+
+/// Removes attachments uploaded more than `max_age` ago and never sent in a
+/// message nor used as an avatar, then every stored file that no record refers
+/// to (their own, and any left by a crash between storing a file and recording
+/// it), and stale temp files.
+pub async fn cleanup_orphans(state: &SharedState, max_age: Duration) -> AppResult<CleanupReport> {
+    let max_age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+    let records = state
+        .db
+        .writer
+        .run(move |ctx| {
+            let cutoff = ctx.now().saturating_sub(max_age_ms);
+            let removed = ctx.conn().execute(
+                "DELETE FROM attachments
+                 WHERE created_at < ?1
+                   AND NOT EXISTS (SELECT 1 FROM message_attachments ma WHERE ma.attachment_id = attachments.id)
+                   AND NOT EXISTS (SELECT 1 FROM users u WHERE u.avatar_attachment_id = attachments.id)",
+                [cutoff],
+            )?;
+            Ok::<_, AppError>(removed)
+        })
+        .await?;
+    let files = store::files_dir(&state.data_dir);
+    let _files = FILES_LOCK.write().await;
+    let (removed_files, temp_files) = state
+        .db
+        .read(move |conn| {
+            let mut referenced =
+                conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM attachments WHERE sha256 = ?1)")?;
+            let mut removed = 0;
+            for (sha, preview) in store::list_stored(&files) {
+                if referenced.query_row([&sha], |row| row.get::<_, bool>(0))? {
+                    continue;
+                }
+                if preview {
+                    if let Some(path) = store::thumb_path(&files, &sha) {
+                        let _ = std::fs::remove_file(path);
+                    }
+                } else {
+                    store::remove_blob(&files, &sha);
+                }
+                removed += 1;
+            }
+            Ok::<_, AppError>((removed, store::sweep_tmp(&files, TMP_MAX_AGE)))
+        })
+        .await?;
+    Ok(CleanupReport {
+        records,
+        files: removed_files,
+        temp_files,
+    })
+}
+
+/// Runs [`cleanup_orphans`] at start and then every hour. The server starts it
+/// with its other chores and aborts it on shutdown.
+pub fn spawn_cleanup(state: SharedState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CLEANUP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match cleanup_orphans(&state, ORPHAN_MAX_AGE).await {
+                Ok(report) if report != CleanupReport::default() => {
+                    tracing::info!(
+                        records = report.records,
+                        files = report.files,
+                        temp_files = report.temp_files,
+                        "removed unsent attachments"
+                    );
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "attachment cleanup failed"),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_plain_positive_integers() {
+        assert_eq!(parse_id("42"), Some(42));
+        assert_eq!(parse_id("0"), None);
+        assert_eq!(parse_id("-1"), None);
+        assert_eq!(parse_id("+1"), None);
+        assert_eq!(parse_id("abc"), None);
+        assert_eq!(parse_id("1e3"), None);
+        assert_eq!(parse_id(".."), None);
+        assert_eq!(parse_id(""), None);
+        assert_eq!(parse_id("99999999999999999999"), None);
+    }
+
+    #[tokio::test]
+    async fn receive_stops_past_the_limit_and_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = store::files_dir(dir.path());
+        let chunks = vec![
+            Ok::<_, std::io::Error>(Bytes::from(vec![1u8; 600])),
+            Ok(Bytes::from(vec![2u8; 600])),
+        ];
+        let outcome = receive(&files, &mut futures_util::stream::iter(chunks), 1000)
+            .await
+            .expect("receive");
+        assert!(matches!(outcome, Received::TooLarge));
+        let left = std::fs::read_dir(store::tmp_dir(&files))
+            .expect("tmp")
+            .count();
+        assert_eq!(left, 0);
+
+        let chunks = vec![Ok::<_, std::io::Error>(Bytes::from(vec![1u8; 1000]))];
+        let outcome = receive(&files, &mut futures_util::stream::iter(chunks), 1000)
+            .await
+            .expect("receive");
+        let Received::Complete(temp, written) = outcome else {
+            panic!("expected a complete upload");
+        };
+        assert_eq!(written.size, 1000);
+        assert!(temp.path().is_file());
+        let path = temp.path().to_owned();
+        drop(temp);
+        assert!(!path.exists(), "an unused temp file is removed");
+    }
+
+    #[tokio::test]
+    async fn receive_fails_cleanly_on_a_broken_body() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = store::files_dir(dir.path());
+        let chunks = vec![
+            Ok(Bytes::from_static(b"abc")),
+            Err(std::io::Error::other("connection reset")),
+        ];
+        let err = receive(&files, &mut futures_util::stream::iter(chunks), 1000)
+            .await
+            .expect_err("broken");
+        assert_eq!(err.code(), "bad_request");
+        let left = std::fs::read_dir(store::tmp_dir(&files))
+            .expect("tmp")
+            .count();
+        assert_eq!(left, 0);
+    }
 }

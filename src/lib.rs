@@ -19,6 +19,7 @@ pub mod db;
 pub mod error;
 pub mod hub;
 pub mod metrics;
+pub mod search;
 pub mod server;
 pub mod settings;
 pub mod state;

@@ -223,7 +223,7 @@ fn spawn_chores(state: SharedState) -> Vec<tokio::task::JoinHandle<()>> {
             tick.tick().await;
             hub.flush_receipts();
             ticks += 1;
-            if ticks % 5 == 0 {
+            if ticks.is_multiple_of(5) {
                 hub.expire_typing();
             }
         }
@@ -236,6 +236,7 @@ fn spawn_chores(state: SharedState) -> Vec<tokio::task::JoinHandle<()>> {
             flush_dirty(&flush_state).await;
         }
     }));
+    chores.push(crate::attachments::spawn_cleanup(state.clone()));
     if let Some(backups) = crate::backup::spawn_scheduled_backups(state.clone()) {
         chores.push(backups);
     }

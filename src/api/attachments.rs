@@ -1,13 +1,513 @@
-//! Placeholder: this API area is being built; every route answers 404 until then.
+//! `/attachments`: multipart upload (streamed to disk, never held in memory) and
+//! download with conditional requests, single ranges and previews.
 
-use warp::Filter;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Buf;
+use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use warp::filters::BoxedFilter;
+use warp::filters::multipart::FormData;
+use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
 
+use super::{authenticated, bearer_token, json, query, respond, with_state};
+use crate::attachments::media::{self, Disposition};
+use crate::attachments::store::{self, THUMB_MAX};
+use crate::attachments::{self, Attachment, FILES_LOCK, Received};
+use crate::auth::AuthUser;
+use crate::error::{AppError, AppResult};
 use crate::state::SharedState;
 
-pub fn routes(_state: SharedState) -> BoxedFilter<(Response,)> {
-    warp::any()
-        .and_then(|| async { Err::<Response, _>(warp::reject::not_found()) })
-        .boxed()
+/// Room for the multipart framing and small extra fields around the file.
+const MULTIPART_OVERHEAD: u64 = 64 * 1024;
+/// Fields other than `file` are read and ignored, up to this much in all.
+const OTHER_FIELDS_MAX: usize = 64 * 1024;
+/// After refusing an oversize upload, this much more of the body is read (and
+/// dropped) so the client gets to read the 413 instead of a reset connection;
+/// past it the connection is closed.
+const DRAIN_MAX: usize = 16 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+/// Previews decode whole images: at most this many at once.
+static THUMBNAILS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
+    let upload = warp::path!("attachments")
+        .and(warp::post())
+        .and(with_state(state.clone()))
+        .and(authenticated(state.clone()))
+        .and(warp::header::optional::<u64>("content-length"))
+        .and(multipart_form())
+        .then(upload)
+        .map(respond);
+    let download = warp::path!("attachments" / String)
+        .and(warp::get().or(warp::head()).unify())
+        .and(warp::method())
+        .and(with_state(state))
+        .and(warp::header::optional::<String>("authorization"))
+        .and(query::<DownloadQuery>())
+        .and(warp::header::headers_cloned())
+        .then(download)
+        .map(respond);
+    upload.or(download).unify().boxed()
+}
+
+fn multipart_form() -> impl Filter<Extract = (FormData,), Error = Rejection> + Clone {
+    // No length limit here: it needs a Content-Length header; the file's size is
+    // counted while it streams instead.
+    warp::multipart::form().max_length(None).or_else(|_| async {
+        Err::<(FormData,), _>(warp::reject::custom(AppError::UnsupportedMediaType(
+            "send the file as multipart/form-data, in a field named `file`".into(),
+        )))
+    })
+}
+
+fn too_large(limit: u64) -> AppError {
+    AppError::PayloadTooLarge(format!("attachments are limited to {limit} bytes").into())
+}
+
+fn malformed(err: warp::Error) -> AppError {
+    tracing::debug!(error = %err, "bad multipart body");
+    AppError::bad_request("the multipart body is not well-formed")
+}
+
+async fn upload(
+    state: SharedState,
+    caller: AuthUser,
+    content_length: Option<u64>,
+    mut form: FormData,
+) -> AppResult<Response> {
+    // The limit in force: an admin may have changed it since start-up.
+    let limit = state.settings.get().max_attachment_bytes;
+    if content_length.is_some_and(|declared| declared > limit.saturating_add(MULTIPART_OVERHEAD)) {
+        drain(
+            &mut form,
+            &mut futures_util::stream::empty::<Result<bytes::Bytes, warp::Error>>(),
+        )
+        .await;
+        return Err(too_large(limit));
+    }
+    let files = store::files_dir(&state.data_dir);
+    let mut received = None;
+    let mut other_bytes = 0usize;
+    while let Some(part) = form.next().await {
+        let part = part.map_err(malformed)?;
+        if part.name() == "file" && received.is_none() {
+            let name = media::sanitize_filename(part.filename());
+            let claimed = part.content_type().map(str::to_owned);
+            let mut body = std::pin::pin!(part.stream());
+            match attachments::receive(&files, &mut body, limit).await? {
+                Received::Complete(temp, written) => {
+                    received = Some((name, claimed, temp, written))
+                }
+                Received::TooLarge => {
+                    drain(&mut form, &mut body).await;
+                    return Err(too_large(limit));
+                }
+            }
+        } else {
+            let mut body = std::pin::pin!(part.stream());
+            while let Some(chunk) = body.next().await {
+                other_bytes += chunk.map_err(malformed)?.remaining();
+                if other_bytes > OTHER_FIELDS_MAX {
+                    drain(&mut form, &mut body).await;
+                    return Err(AppError::PayloadTooLarge(
+                        "fields other than `file` are limited to 64 KiB".into(),
+                    ));
+                }
+            }
+        }
+    }
+    let (name, claimed, temp, written) = received.ok_or_else(|| {
+        AppError::bad_field(
+            "file",
+            "a multipart field named `file` holding the file is required",
+        )
+    })?;
+    let attachment =
+        attachments::store_upload(&state, caller.user_id, name, claimed, temp, written).await?;
+    Ok(json(StatusCode::CREATED, &attachment))
+}
+
+/// Reads and drops what is left of a refused body (the rest of the current part
+/// if any, then the other parts), within [`DRAIN_MAX`] and [`DRAIN_TIME`].
+async fn drain<S, B>(form: &mut FormData, current: &mut S)
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let work = async {
+        let mut total = 0usize;
+        if !drain_part(current, &mut total).await {
+            return;
+        }
+        while let Some(Ok(part)) = form.next().await {
+            let mut body = std::pin::pin!(part.stream());
+            if !drain_part(&mut body, &mut total).await {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, work).await;
+}
+
+/// Drops one part's data; false once [`DRAIN_MAX`] is passed.
+async fn drain_part<S, B>(body: &mut S, total: &mut usize) -> bool
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    while let Some(Ok(chunk)) = body.next().await {
+        *total += chunk.remaining();
+        if *total > DRAIN_MAX {
+            return false;
+        }
+    }
+    true
+}
+
+#[derive(Debug, Deserialize)]
+struct DownloadQuery {
+    /// `1`/`true`: a small preview of an image instead of the file.
+    #[serde(default)]
+    thumb: Option<String>,
+    /// The access token, for `<img src>` and other requests that cannot carry a header.
+    #[serde(default)]
+    token: Option<String>,
+}
+
+/// The header wins; `?token=` is for elements that cannot send one.
+fn authenticate_download(
+    state: &SharedState,
+    authorization: Option<&str>,
+    token: Option<&str>,
+) -> AppResult<AuthUser> {
+    let token = match authorization {
+        Some(header) => bearer_token(header).ok_or_else(|| {
+            AppError::unauthorized("the Authorization header is not a bearer token")
+        })?,
+        None => token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| AppError::unauthorized("sign in first: no bearer token"))?,
+    };
+    state.auth.authenticate(token)
+}
+
+fn parse_flag(field: &'static str, value: Option<&str>) -> AppResult<bool> {
+    match value.map(str::trim) {
+        None | Some("" | "0" | "false" | "no") => Ok(false),
+        Some("1" | "true" | "yes") => Ok(true),
+        Some(_) => Err(AppError::bad_field(field, format!("`{field}` is 1 or 0"))),
+    }
+}
+
+async fn download(
+    id: String,
+    method: Method,
+    state: SharedState,
+    authorization: Option<String>,
+    query: DownloadQuery,
+    headers: HeaderMap,
+) -> AppResult<Response> {
+    let caller = authenticate_download(&state, authorization.as_deref(), query.token.as_deref())?;
+    let thumb = parse_flag("thumb", query.thumb.as_deref())?;
+    let not_found = || AppError::not_found("no such attachment");
+    let id = attachments::parse_id(&id).ok_or_else(not_found)?;
+    let attachment = state
+        .db
+        .read(move |conn| attachments::get_readable(conn, id, caller.user_id))
+        .await?
+        .ok_or_else(not_found)?;
+    let files = store::files_dir(&state.data_dir);
+    let variant = if thumb {
+        preview(files, attachment).await?
+    } else {
+        Variant::original(&files, attachment)?
+    };
+    serve(variant, method == Method::HEAD, &headers).await
+}
+
+/// One servable file: the upload itself or its preview.
+#[derive(Debug)]
+struct Variant {
+    path: PathBuf,
+    mime: String,
+    etag: String,
+    name: String,
+    disposition: Disposition,
+}
+
+impl Variant {
+    fn original(files: &std::path::Path, attachment: Attachment) -> AppResult<Variant> {
+        let path = store::blob_path(files, &attachment.sha256)
+            .ok_or_else(|| AppError::internal("stored sha256 is not a hash"))?;
+        Ok(Variant {
+            path,
+            disposition: media::disposition_for(&attachment.mime),
+            etag: format!("\"{}\"", attachment.sha256),
+            mime: attachment.mime,
+            name: attachment.name,
+        })
+    }
+}
+
+/// The preview of an image: a JPEG of at most [`THUMB_MAX`] px made (once, then
+/// cached) on a blocking thread. Anything with no preview (not an image, already
+/// small, or an image that cannot be decoded) is served as itself.
+async fn preview(files: PathBuf, attachment: Attachment) -> AppResult<Variant> {
+    let small = match (attachment.width, attachment.height) {
+        (Some(w), Some(h)) => w <= i64::from(THUMB_MAX) && h <= i64::from(THUMB_MAX),
+        _ => true,
+    };
+    if !media::is_previewable_image(&attachment.mime) || small {
+        return Variant::original(&files, attachment);
+    }
+    let _files = FILES_LOCK.read().await;
+    let _slot = THUMBNAILS
+        .acquire()
+        .await
+        .map_err(|_| AppError::Unavailable("the server is shutting down".into()))?;
+    let sha = attachment.sha256.clone();
+    let thumb_files = files.clone();
+    let made = tokio::task::spawn_blocking(move || store::ensure_thumbnail(&thumb_files, &sha))
+        .await
+        .map_err(|err| AppError::internal(format!("preview task: {err}")))?;
+    match made {
+        Ok(path) => Ok(Variant {
+            path,
+            mime: "image/jpeg".into(),
+            etag: format!("\"{}.thumb{THUMB_MAX}\"", attachment.sha256),
+            name: attachment.name,
+            disposition: Disposition::Inline,
+        }),
+        Err(err) => {
+            tracing::info!(attachment = attachment.id, error = %err, "no preview for an image");
+            Variant::original(&files, attachment)
+        }
+    }
+}
+
+/// A single byte range of a file of known length (RFC 9110 §14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    /// No usable `Range` header: the whole file (200).
+    Full,
+    /// Inclusive bounds (206).
+    Partial { start: u64, end: u64 },
+    /// 416.
+    Unsatisfiable,
+}
+
+/// Parses one `bytes=` range. Headers this server does not handle (other units,
+/// several ranges, malformed ones) are ignored, as the RFC allows: the whole file
+/// is sent.
+pub fn parse_range(header: Option<&str>, len: u64) -> ByteRange {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return ByteRange::Full;
+    };
+    if spec.contains(',') {
+        return ByteRange::Full;
+    }
+    let Some((first, last)) = spec.split_once('-') else {
+        return ByteRange::Full;
+    };
+    let number = |text: &str| -> Option<u64> {
+        let text = text.trim();
+        (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| text.parse().ok())
+            .flatten()
+    };
+    if first.trim().is_empty() {
+        // `bytes=-N`: the last N bytes.
+        return match number(last) {
+            None => ByteRange::Full,
+            Some(0) => ByteRange::Unsatisfiable,
+            Some(_) if len == 0 => ByteRange::Unsatisfiable,
+            Some(n) => ByteRange::Partial {
+                start: len - n.min(len),
+                end: len - 1,
+            },
+        };
+    }
+    let Some(start) = number(first) else {
+        return ByteRange::Full;
+    };
+    let end = if last.trim().is_empty() {
+        None
+    } else {
+        match number(last) {
+            Some(end) if end >= start => Some(end),
+            _ => return ByteRange::Full,
+        }
+    };
+    if start >= len {
+        return ByteRange::Unsatisfiable;
+    }
+    ByteRange::Partial {
+        start,
+        end: end.map_or(len - 1, |end| end.min(len - 1)),
+    }
+}
+
+/// Whether an `If-None-Match` list names `etag` (weak comparison, `*` matches all).
+pub fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    let bare = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+    if_none_match.trim() == "*" || if_none_match.split(',').any(|tag| bare(tag) == bare(etag))
+}
+
+fn header_value(text: &str) -> AppResult<HeaderValue> {
+    HeaderValue::from_str(text)
+        .map_err(|_| AppError::internal(format!("bad header value {text:?}")))
+}
+
+/// Headers every answer about a file carries (200, 206, 304, 416).
+fn common_headers(headers: &mut HeaderMap, variant: &Variant) -> AppResult<()> {
+    headers.insert(header::ETAG, header_value(&variant.etag)?);
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=86400"),
+    );
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    // Defence in depth should a browser render something anyway: no scripts, no
+    // origin; and `?token=` must not leak through a Referer.
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_static("sandbox"),
+    );
+    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    Ok(())
+}
+
+async fn serve(variant: Variant, head: bool, request: &HeaderMap) -> AppResult<Response> {
+    let text = |name: header::HeaderName| request.get(name).and_then(|v| v.to_str().ok());
+    if text(header::IF_NONE_MATCH).is_some_and(|inm| etag_matches(inm, &variant.etag)) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        common_headers(response.headers_mut(), &variant)?;
+        return Ok(response);
+    }
+    let mut file = tokio::fs::File::open(&variant.path).await.map_err(|err| {
+        AppError::internal(format!("attachment file {}: {err}", variant.path.display()))
+    })?;
+    let len = file
+        .metadata()
+        .await
+        .map_err(|err| AppError::internal(format!("attachment file: {err}")))?
+        .len();
+    // A range for another version of the file (If-Range) gets the whole file.
+    let range_header = text(header::RANGE)
+        .filter(|_| text(header::IF_RANGE).is_none_or(|tag| tag.trim() == variant.etag));
+    let (status, start, count) = match parse_range(range_header, len) {
+        ByteRange::Full => (StatusCode::OK, 0, len),
+        ByteRange::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        ByteRange::Unsatisfiable => {
+            let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            common_headers(response.headers_mut(), &variant)?;
+            response.headers_mut().insert(
+                header::CONTENT_RANGE,
+                header_value(&format!("bytes */{len}"))?,
+            );
+            return Ok(response);
+        }
+    };
+    let mut response = if head {
+        StatusCode::OK.into_response()
+    } else {
+        if start > 0 {
+            file.seek(std::io::SeekFrom::Start(start))
+                .await
+                .map_err(|err| AppError::internal(format!("attachment file: {err}")))?;
+        }
+        let body = tokio_util::io::ReaderStream::with_capacity(file.take(count), 64 * 1024);
+        warp::reply::stream(body).into_response()
+    };
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    common_headers(headers, &variant)?;
+    headers.insert(
+        header::CONTENT_TYPE,
+        header_value(&media::content_type_header(&variant.mime))?,
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        header_value(&media::content_disposition(
+            variant.disposition,
+            &variant.name,
+        ))?,
+    );
+    if status == StatusCode::PARTIAL_CONTENT {
+        headers.insert(
+            header::CONTENT_RANGE,
+            header_value(&format!("bytes {start}-{}/{len}", start + count - 1))?,
+        );
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        use ByteRange::*;
+        assert_eq!(parse_range(None, 10), Full);
+        assert_eq!(
+            parse_range(Some("bytes=0-4"), 10),
+            Partial { start: 0, end: 4 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=5-"), 10),
+            Partial { start: 5, end: 9 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=5-100"), 10),
+            Partial { start: 5, end: 9 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-3"), 10),
+            Partial { start: 7, end: 9 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-30"), 10),
+            Partial { start: 0, end: 9 }
+        );
+        assert_eq!(parse_range(Some("bytes=10-"), 10), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=-0"), 10), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=0-"), 0), Unsatisfiable);
+        // Ignored: the whole file.
+        assert_eq!(parse_range(Some("bytes=5-2"), 10), Full);
+        assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), Full);
+        assert_eq!(parse_range(Some("items=0-1"), 10), Full);
+        assert_eq!(parse_range(Some("bytes=+1-2"), 10), Full);
+        assert_eq!(parse_range(Some("bytes=a-b"), 10), Full);
+        assert_eq!(
+            parse_range(Some("bytes=99999999999999999999999-"), 10),
+            Full
+        );
+    }
+
+    #[test]
+    fn etags() {
+        assert!(etag_matches("\"abc\"", "\"abc\""));
+        assert!(etag_matches("W/\"abc\"", "\"abc\""));
+        assert!(etag_matches("\"x\", \"abc\"", "\"abc\""));
+        assert!(etag_matches("*", "\"abc\""));
+        assert!(!etag_matches("\"abd\"", "\"abc\""));
+    }
+
+    #[test]
+    fn flags() {
+        assert!(parse_flag("thumb", Some("1")).expect("ok"));
+        assert!(!parse_flag("thumb", None).expect("ok"));
+        assert!(!parse_flag("thumb", Some("0")).expect("ok"));
+        assert!(parse_flag("thumb", Some("maybe")).is_err());
+    }
 }

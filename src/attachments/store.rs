@@ -1,0 +1,457 @@
+//! Attachment files on disk. Everything here blocks: call it from
+//! `spawn_blocking` (or from the sink thread of an upload).
+//!
+//! Layout under the data directory:
+//! - `files/ab/cdef…` — the content, named by its SHA-256 hex (split after 2 chars);
+//! - `files/ab/cdef….thumb.jpg` — the cached preview of an image;
+//! - `files/tmp/` — uploads being received and previews being written; renamed
+//!   into place when complete, so a crash never leaves a half file under a name.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::media::SNIFF_BYTES;
+
+/// Longest side of a preview, in pixels.
+pub const THUMB_MAX: u32 = 320;
+const THUMB_SUFFIX: &str = ".thumb.jpg";
+const THUMB_QUALITY: u8 = 80;
+
+pub fn files_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("files")
+}
+
+pub fn tmp_dir(files_dir: &Path) -> PathBuf {
+    files_dir.join("tmp")
+}
+
+/// Exactly 64 lower-case hex digits. Paths are only ever built from these
+/// (read back from the database), never from anything in a request.
+pub fn is_sha256_hex(sha: &str) -> bool {
+    sha.len() == 64 && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// `files/ab/cdef…` for a SHA-256, or `None` if it is not one.
+pub fn blob_path(files_dir: &Path, sha: &str) -> Option<PathBuf> {
+    is_sha256_hex(sha).then(|| files_dir.join(&sha[..2]).join(&sha[2..]))
+}
+
+pub fn thumb_path(files_dir: &Path, sha: &str) -> Option<PathBuf> {
+    is_sha256_hex(sha).then(|| {
+        files_dir
+            .join(&sha[..2])
+            .join(format!("{}{THUMB_SUFFIX}", &sha[2..]))
+    })
+}
+
+/// A file under `files/tmp` that is removed when dropped unless it was kept.
+#[derive(Debug)]
+pub struct TempFile {
+    path: Option<PathBuf>,
+}
+
+impl TempFile {
+    /// A fresh, unused name in `tmp` (the file is created by whoever writes it).
+    pub fn new_name(tmp: &Path, suffix: &str) -> TempFile {
+        let name = format!("{}{suffix}", crate::auth::tokens::random_hex(16));
+        TempFile {
+            path: Some(tmp.join(name)),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.path.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// The file was renamed away or removed: nothing left to clean up.
+    pub fn disarm(&mut self) {
+        self.path = None;
+    }
+
+    /// Removes the file now.
+    pub fn remove(&mut self) {
+        if let Some(path) = self.path.take() {
+            remove_if_exists(&path);
+        }
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        // A cancelled request (client went away) ends here: one unlink.
+        if let Some(path) = self.path.take() {
+            remove_if_exists(&path);
+        }
+    }
+}
+
+fn remove_if_exists(path: &Path) {
+    if let Err(err) = fs::remove_file(path)
+        && err.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %err, "could not remove a file");
+    }
+}
+
+/// What the sink thread saw of an upload.
+#[derive(Debug)]
+pub struct Written {
+    pub sha256: String,
+    pub size: u64,
+    /// The first bytes, for type sniffing.
+    pub head: Vec<u8>,
+}
+
+/// Writes an upload to `path` on a blocking thread while hashing it. The async
+/// side sends chunks; dropping the sender ends the file. Set `abort` before
+/// dropping to skip the final fsync of a file that will be thrown away.
+pub struct Sink {
+    pub chunks: mpsc::Sender<Bytes>,
+    pub abort: Arc<AtomicBool>,
+    pub done: tokio::task::JoinHandle<io::Result<Written>>,
+}
+
+pub fn spawn_sink(path: PathBuf) -> Sink {
+    let (chunks, receiver) = mpsc::channel::<Bytes>(16);
+    let abort = Arc::new(AtomicBool::new(false));
+    let flag = abort.clone();
+    let done = tokio::task::spawn_blocking(move || write_and_hash(&path, receiver, &flag));
+    Sink {
+        chunks,
+        abort,
+        done,
+    }
+}
+
+fn write_and_hash(
+    path: &Path,
+    mut chunks: mpsc::Receiver<Bytes>,
+    abort: &AtomicBool,
+) -> io::Result<Written> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
+    let mut hasher = Sha256::new();
+    let mut head = Vec::with_capacity(SNIFF_BYTES);
+    let mut size = 0u64;
+    while let Some(chunk) = chunks.blocking_recv() {
+        hasher.update(&chunk);
+        if head.len() < SNIFF_BYTES {
+            let take = (SNIFF_BYTES - head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..take]);
+        }
+        file.write_all(&chunk)?;
+        size += chunk.len() as u64;
+    }
+    if !abort.load(Ordering::Acquire) {
+        // The content must be on disk before a rename can make it visible.
+        file.sync_all()?;
+    }
+    Ok(Written {
+        sha256: hex::encode(hasher.finalize()),
+        size,
+        head,
+    })
+}
+
+/// Moves a complete, fsynced temp file to its content address, or drops it when
+/// that content is already stored (deduplication). The directory entry is
+/// fsynced too, so the rename survives a power loss. Returns the blob's path.
+pub fn place_blob(
+    files_dir: &Path,
+    temp: &mut TempFile,
+    sha: &str,
+    size: u64,
+) -> io::Result<PathBuf> {
+    let dest = blob_path(files_dir, sha)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a sha256"))?;
+    let dir = dest
+        .parent()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no parent"))?
+        .to_owned();
+    if let Ok(existing) = fs::metadata(&dest)
+        && existing.is_file()
+        && existing.len() == size
+    {
+        temp.remove();
+        return Ok(dest);
+    }
+    let created_dir = !dir.exists();
+    fs::create_dir_all(&dir)?;
+    if created_dir {
+        sync_dir(files_dir)?;
+    }
+    fs::rename(temp.path(), &dest)?;
+    temp.disarm();
+    sync_dir(&dir)?;
+    Ok(dest)
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+/// Width and height of a stored image as displayed (EXIF rotation applied, as
+/// browsers do), read from its header only.
+pub fn image_dimensions(path: &Path) -> Option<(u32, u32)> {
+    use image::ImageDecoder;
+    let mut reader = image::ImageReader::open(path)
+        .ok()?
+        .with_guessed_format()
+        .ok()?;
+    reader.limits(decode_limits());
+    let mut decoder = reader.into_decoder().ok()?;
+    let (width, height) = decoder.dimensions();
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    Some(if swaps_sides(orientation) {
+        (height, width)
+    } else {
+        (width, height)
+    })
+}
+
+fn swaps_sides(orientation: image::metadata::Orientation) -> bool {
+    use image::metadata::Orientation::*;
+    matches!(
+        orientation,
+        Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH
+    )
+}
+
+/// Decoding limits for previews: a small file that claims to be 100,000 pixels
+/// square must not take the server's memory.
+fn decode_limits() -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(16_384);
+    limits.max_image_height = Some(16_384);
+    limits.max_alloc = Some(256 * 1024 * 1024);
+    limits
+}
+
+/// The cached preview of an image (at most [`THUMB_MAX`] px on its longest
+/// side, JPEG), made on first use. Written to `tmp` and renamed, so concurrent
+/// requests never see a partial file.
+pub fn ensure_thumbnail(files_dir: &Path, sha: &str) -> Result<PathBuf, String> {
+    let thumb = thumb_path(files_dir, sha).ok_or("not a sha256")?;
+    if thumb.is_file() {
+        return Ok(thumb);
+    }
+    let source = blob_path(files_dir, sha).ok_or("not a sha256")?;
+    let mut reader = image::ImageReader::open(&source)
+        .map_err(|e| e.to_string())?
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    reader.limits(decode_limits());
+    let mut decoder = reader.into_decoder().map_err(|e| e.to_string())?;
+    let orientation = image::ImageDecoder::orientation(&mut decoder)
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut image = image::DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())?;
+    image.apply_orientation(orientation);
+    let small = image.thumbnail(THUMB_MAX, THUMB_MAX);
+    let rgb = flatten_on_white(&small);
+    let tmp = tmp_dir(files_dir);
+    fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
+    let mut temp = TempFile::new_name(&tmp, ".thumb");
+    {
+        let file = File::create(temp.path()).map_err(|e| e.to_string())?;
+        let mut out = io::BufWriter::new(file);
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, THUMB_QUALITY)
+            .encode_image(&rgb)
+            .map_err(|e| e.to_string())?;
+        let file = out.into_inner().map_err(|e| e.to_string())?;
+        file.sync_all().map_err(|e| e.to_string())?;
+    }
+    fs::rename(temp.path(), &thumb).map_err(|e| e.to_string())?;
+    temp.disarm();
+    Ok(thumb)
+}
+
+/// JPEG has no alpha: transparent pixels become white, not black.
+fn flatten_on_white(image: &image::DynamicImage) -> image::RgbImage {
+    let rgba = image.to_rgba8();
+    let mut out = image::RgbImage::new(rgba.width(), rgba.height());
+    for (x, y, pixel) in rgba.enumerate_pixels() {
+        let [r, g, b, a] = pixel.0;
+        let blend = |c: u8| ((c as u32 * a as u32 + 255 * (255 - a as u32)) / 255) as u8;
+        out.put_pixel(x, y, image::Rgb([blend(r), blend(g), blend(b)]));
+    }
+    out
+}
+
+/// Removes a blob and its preview.
+pub fn remove_blob(files_dir: &Path, sha: &str) {
+    if let Some(path) = blob_path(files_dir, sha) {
+        remove_if_exists(&path);
+    }
+    if let Some(path) = thumb_path(files_dir, sha) {
+        remove_if_exists(&path);
+    }
+}
+
+/// Removes temp files not written to for `max_age` (left by a crash or a
+/// killed request). Returns how many.
+pub fn sweep_tmp(files_dir: &Path, max_age: Duration) -> usize {
+    let Ok(entries) = fs::read_dir(tmp_dir(files_dir)) else {
+        return 0;
+    };
+    let now = SystemTime::now();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .and_then(|m| m.modified().ok())
+            .and_then(|modified| now.duration_since(modified).ok())
+            .is_some_and(|age| age >= max_age);
+        if stale {
+            remove_if_exists(&entry.path());
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Every content file on disk, as (sha256, is_preview), for the sweep that
+/// removes files no record refers to.
+pub fn list_stored(files_dir: &Path) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    let Ok(dirs) = fs::read_dir(files_dir) else {
+        return out;
+    };
+    for dir in dirs.flatten() {
+        let prefix = dir.file_name().to_string_lossy().into_owned();
+        if prefix.len() != 2 || !dir.path().is_dir() {
+            continue;
+        }
+        let Ok(files) = fs::read_dir(dir.path()) else {
+            continue;
+        };
+        for file in files.flatten() {
+            let name = file.file_name().to_string_lossy().into_owned();
+            let (rest, preview) = match name.strip_suffix(THUMB_SUFFIX) {
+                Some(rest) => (rest.to_owned(), true),
+                None => (name, false),
+            };
+            let sha = format!("{prefix}{rest}");
+            if is_sha256_hex(&sha) {
+                out.push((sha, preview));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    #[test]
+    fn paths_come_only_from_hashes() {
+        let root = Path::new("/data/files");
+        assert_eq!(
+            blob_path(root, SHA),
+            Some(PathBuf::from(format!("/data/files/9f/{}", &SHA[2..])))
+        );
+        assert!(thumb_path(root, SHA).is_some_and(|p| p.to_string_lossy().ends_with(".thumb.jpg")));
+        assert_eq!(blob_path(root, "../../etc/passwd"), None);
+        assert_eq!(blob_path(root, &SHA.to_uppercase()), None);
+        assert_eq!(blob_path(root, &SHA[..63]), None);
+    }
+
+    #[tokio::test]
+    async fn sink_hashes_and_placement_dedups() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = files_dir(dir.path());
+        let tmp = tmp_dir(&files);
+        let mut placed = Vec::new();
+        for _ in 0..2 {
+            let mut temp = TempFile::new_name(&tmp, ".part");
+            let sink = spawn_sink(temp.path().to_owned());
+            sink.chunks
+                .send(Bytes::from_static(b"te"))
+                .await
+                .expect("send");
+            sink.chunks
+                .send(Bytes::from_static(b"st"))
+                .await
+                .expect("send");
+            drop(sink.chunks);
+            let written = sink.done.await.expect("join").expect("write");
+            assert_eq!(written.sha256, SHA);
+            assert_eq!(written.size, 4);
+            assert_eq!(written.head, b"test");
+            let path = place_blob(&files, &mut temp, &written.sha256, written.size).expect("place");
+            placed.push(path);
+        }
+        assert_eq!(placed[0], placed[1]);
+        assert_eq!(fs::read(&placed[0]).expect("read"), b"test");
+        assert_eq!(
+            fs::read_dir(&tmp).expect("tmp").count(),
+            0,
+            "temp files left"
+        );
+        assert_eq!(list_stored(&files), vec![(SHA.to_owned(), false)]);
+        remove_blob(&files, SHA);
+        assert!(list_stored(&files).is_empty());
+    }
+
+    #[test]
+    fn thumbnails_are_small_jpegs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = files_dir(dir.path());
+        let image = image::RgbaImage::from_fn(800, 400, |x, y| {
+            image::Rgba([
+                (x % 256) as u8,
+                (y % 256) as u8,
+                0,
+                if x < 400 { 255 } else { 0 },
+            ])
+        });
+        let path = blob_path(&files, SHA).expect("path");
+        fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        image
+            .save_with_format(&path, image::ImageFormat::Png)
+            .expect("save");
+        assert_eq!(image_dimensions(&path), Some((800, 400)));
+        let thumb = ensure_thumbnail(&files, SHA).expect("thumb");
+        let (w, h) = image_dimensions(&thumb).expect("dims");
+        assert_eq!((w, h), (320, 160));
+        let decoded = image::open(&thumb).expect("open").to_rgb8();
+        // The transparent half is white.
+        assert!(decoded.get_pixel(300, 80).0.iter().all(|&c| c > 240));
+        assert_eq!(list_stored(&files).len(), 2);
+        remove_blob(&files, SHA);
+        assert!(list_stored(&files).is_empty());
+    }
+
+    #[test]
+    fn broken_images_have_no_thumbnail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = files_dir(dir.path());
+        let path = blob_path(&files, SHA).expect("path");
+        fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        fs::write(&path, b"\x89PNG\r\n\x1a\nnot really").expect("write");
+        assert!(ensure_thumbnail(&files, SHA).is_err());
+        assert!(!thumb_path(&files, SHA).expect("p").exists());
+    }
+}
