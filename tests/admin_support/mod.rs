@@ -282,9 +282,11 @@ pub fn seed_content(data_dir: &Path) -> Vec<String> {
             .expect("attachment row");
         }
     }
-    conn.execute(
-        "INSERT INTO message_attachments (message_id, attachment_id, position) VALUES (1, 1, 0)",
-        [],
+    // Both are sent in a message: unsent uploads are cleaned up at start-up.
+    conn.execute_batch(
+        "INSERT INTO message_attachments (message_id, attachment_id, position) VALUES (1, 1, 0);
+         INSERT INTO message_attachments (message_id, attachment_id, position) VALUES (1, 2, 1);
+         INSERT INTO message_attachments (message_id, attachment_id, position) VALUES (1, 3, 2);",
     )
     .expect("link");
     // Work in progress that a backup must leave out.
