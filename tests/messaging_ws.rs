@@ -500,3 +500,25 @@ async fn a_slow_consumer_is_cut_off_without_slowing_others() {
     let end = end.expect("the slow consumer's connection ended");
     assert!(matches!(end, None | Some(1013)), "closed with {end:?}");
 }
+
+#[tokio::test]
+async fn disabling_a_user_closes_their_sockets_at_once() {
+    let server = TestServer::start_with(ServerOptions::new().admin("boss")).await;
+    let boss = server.login("boss", PASSWORD).await;
+    let bob = server.register("bob").await;
+    let (mut ws, _) = connect(&server, &bob).await;
+    let (status, body) = server
+        .patch(
+            &format!("/api/v1/admin/users/{}", bob.user_id),
+            &boss,
+            json!({"disabled": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ws.expect_close(WAIT).await, Some(1008));
+    assert_error(
+        &server.get("/api/v1/users/me", &bob).await,
+        403,
+        "account_disabled",
+    );
+}
