@@ -4,18 +4,6 @@
 mod common;
 use common::*;
 
-async fn dm(server: &TestServer, a: &Session, b: &Session) -> i64 {
-    let (status, body) = server
-        .post(
-            "/api/v1/conversations",
-            a,
-            json!({"kind": "direct", "user_id": b.user_id}),
-        )
-        .await;
-    assert!(status == 201 || status == 200, "{body}");
-    body["id"].as_i64().expect("id")
-}
-
 async fn send(server: &TestServer, who: &Session, conversation: i64, body: &str) -> Value {
     let (status, message) = server
         .post(
@@ -134,7 +122,7 @@ async fn sending_is_idempotent_and_validated() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
-    let id = dm(&server, &alice, &bob).await;
+    let id = server.direct(&alice, &bob).await;
     let path = format!("/api/v1/conversations/{id}/messages");
 
     let (status, first) = server
@@ -198,7 +186,7 @@ async fn sending_is_idempotent_and_validated() {
 
     // reply_to must be in the same conversation.
     let carol = server.register("carol").await;
-    let other = dm(&server, &alice, &carol).await;
+    let other = server.direct(&alice, &carol).await;
     let elsewhere = send(&server, &alice, other, "elsewhere").await;
     assert_field_error(
         &server
@@ -225,7 +213,7 @@ async fn history_pages_have_no_gaps_or_duplicates() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
-    let id = dm(&server, &alice, &bob).await;
+    let id = server.direct(&alice, &bob).await;
     let mut sent = Vec::new();
     for i in 0..230 {
         sent.push(
@@ -754,8 +742,8 @@ async fn unread_counts_read_pointers_mute_and_activity_order() {
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let carol = server.register("carol").await;
-    let with_bob = dm(&server, &alice, &bob).await;
-    let with_carol = dm(&server, &alice, &carol).await;
+    let with_bob = server.direct(&alice, &bob).await;
+    let with_carol = server.direct(&alice, &carol).await;
     let mut last = 0;
     for i in 0..3 {
         last = send(&server, &bob, with_bob, &format!("b{i}")).await["id"]
@@ -825,7 +813,7 @@ async fn blocking_stops_direct_messages_from_the_blocked() {
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let carol = server.register("carol").await;
-    let id = dm(&server, &alice, &bob).await;
+    let id = server.direct(&alice, &bob).await;
     let hello = send(&server, &alice, id, "hello").await;
     assert_eq!(
         server
@@ -927,7 +915,7 @@ async fn export_is_a_readable_escaped_download() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
-    let id = dm(&server, &alice, &bob).await;
+    let id = server.direct(&alice, &bob).await;
     send(&server, &bob, id, "<img src=x onerror=alert(1)>").await;
     let reply = server
         .send(

@@ -12,18 +12,6 @@ use futures_util::SinkExt;
 const WAIT: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(400);
 
-async fn dm(server: &TestServer, a: &Session, b: &Session) -> i64 {
-    let (status, body) = server
-        .post(
-            "/api/v1/conversations",
-            a,
-            json!({"kind": "direct", "user_id": b.user_id}),
-        )
-        .await;
-    assert!(status == 201 || status == 200, "{body}");
-    body["id"].as_i64().expect("id")
-}
-
 /// Connects and consumes the `hello` frame, returning it.
 async fn connect(server: &TestServer, who: &Session) -> (WsClient, Value) {
     let mut ws = server.ws_connect(&who.access_token).await;
@@ -42,7 +30,7 @@ async fn hello_then_delivery_to_every_device_of_every_member_only() {
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let eve = server.register("eve").await;
-    let id = dm(&server, &alice, &bob).await;
+    let id = server.direct(&alice, &bob).await;
 
     let (mut alice_phone, hello) = connect(&server, &alice).await;
     assert_eq!(hello["user"]["id"], json!(alice.user_id));
@@ -92,7 +80,7 @@ async fn receipts_typing_and_presence() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
-    let id = dm(&server, &alice, &bob).await;
+    let id = server.direct(&alice, &bob).await;
     let (mut a, _) = connect(&server, &alice).await;
     let (mut b, _) = connect(&server, &bob).await;
     let online = a.recv_type("presence", WAIT).await;
@@ -158,7 +146,7 @@ async fn resume_with_since_after_a_burst_loses_and_duplicates_nothing() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
-    let id = dm(&server, &alice, &bob).await;
+    let id = server.direct(&alice, &bob).await;
     let (mut b, hello) = connect(&server, &bob).await;
     let mut last_seen = hello["last_event_id"].as_i64().expect("last_event_id");
 
@@ -233,7 +221,7 @@ async fn since_beyond_retention_asks_for_a_resync() {
             .await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
-    let id = dm(&server, &alice, &bob).await;
+    let id = server.direct(&alice, &bob).await;
     for i in 0..12 {
         server
             .post(
@@ -261,7 +249,7 @@ async fn every_frame_type_refuses_non_members_and_the_blocked() {
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let eve = server.register("eve").await;
-    let id = dm(&server, &alice, &bob).await;
+    let id = server.direct(&alice, &bob).await;
     let (_, first) = server
         .post(
             &format!("/api/v1/conversations/{id}/messages"),
@@ -321,7 +309,7 @@ async fn hostile_frames_get_errors_and_the_connection_stays_usable() {
             .await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
-    let id = dm(&server, &alice, &bob).await;
+    let id = server.direct(&alice, &bob).await;
     let (mut ws, _) = connect(&server, &alice).await;
 
     let cases: Vec<(String, &str, Option<&str>)> = vec![

@@ -773,6 +773,22 @@ impl TestServer {
 
     // -- Accounts -----------------------------------------------------------
 
+    /// The direct conversation of `a` and `b` (created or existing); its id.
+    pub async fn direct(&self, a: &Session, b: &Session) -> i64 {
+        let (status, body) = self
+            .post(
+                "/api/v1/conversations",
+                a,
+                json!({"kind": "direct", "user_id": b.user_id}),
+            )
+            .await;
+        assert!(
+            status == 201 || status == 200,
+            "direct conversation: {body}"
+        );
+        body["id"].as_i64().expect("conversation id")
+    }
+
     /// Registers `username` with [`PASSWORD`]; panics unless 201.
     pub async fn register(&self, username: &str) -> Session {
         self.register_with(json!({ "username": username, "password": PASSWORD }))
