@@ -11,6 +11,8 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+const ADMIN: &str = "admin";
+
 fn suite_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
@@ -52,7 +54,9 @@ async fn web_client_in_headless_chromium() {
     );
     let dir = suite_dir();
     install_suite(&dir);
-    let server = TestServer::start().await;
+    // An admin made before the first start (the suite cannot read the setup
+    // token from the server's output): the admin page test signs in as it.
+    let server = TestServer::start_with(ServerOptions::new().admin(ADMIN)).await;
     let output = tokio::task::spawn_blocking({
         let url = server.base_url().to_owned();
         let dir = dir.clone();
@@ -61,6 +65,8 @@ async fn web_client_in_headless_chromium() {
                 .args(["--test", "--test-concurrency=1", "chat.spec.mjs"])
                 .current_dir(&dir)
                 .env("LANCHAT_URL", url)
+                .env("LANCHAT_ADMIN_USER", ADMIN)
+                .env("LANCHAT_ADMIN_PASSWORD", PASSWORD)
                 .env("CHROMIUM", &browser)
                 .output()
                 .expect("node must be installed to run the browser tests")

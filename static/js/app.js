@@ -9,6 +9,10 @@ import { renderAuth } from './ui/auth.js';
 import { mountShell } from './ui/shell.js';
 import { showToast } from './ui/common.js';
 import { routes, app as appHooks } from './ui/hooks.js';
+// Feature modules (issue 6): they register themselves in hooks.js.
+import './ui/upload.js';
+import './ui/search.js';
+import './ui/admin.js';
 
 const root = document.getElementById('app');
 let shell = null;

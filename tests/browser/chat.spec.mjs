@@ -5,7 +5,8 @@
 //
 // Env: LANCHAT_URL (server base URL, default http://127.0.0.1:8080),
 //      LANCHAT_SCREENSHOTS=1 (write docs/screenshots/{desktop,phone}.png),
-//      CHROMIUM (browser binary, default /usr/bin/chromium).
+//      CHROMIUM (browser binary, default /usr/bin/chromium),
+//      LANCHAT_ADMIN_USER / LANCHAT_ADMIN_PASSWORD (an existing admin, for the admin page test).
 // Users are registered through the API (registration is open by default).
 
 import { test, before, after } from 'node:test';
@@ -514,6 +515,145 @@ test('keyboard only: pick a message with the arrows, react with Tab and Enter', 
   await a.keyboard.press('Escape');
   await a.locator(sel('directory-dialog')).waitFor({ state: 'detached', timeout: T });
   assertClean(A);
+});
+
+// A 1×1 PNG (one opaque pixel).
+const PNG_1X1 = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==', 'base64');
+
+test('an image uploaded with the attach button reaches the other side as an image', async () => {
+  const a = A.page, b = B.page;
+  await openConversation(a, 'Bob Tester');
+  await a.locator(sel('attach-input')).setInputFiles({ name: 'dot.png', mimeType: 'image/png', buffer: PNG_1X1 });
+  await a.locator(sel('upload-ready')).filter({ hasText: 'dot.png' }).waitFor({ timeout: T });
+  const caption = `A picture for you ${RUN}`;
+  await send(a, caption);
+  await a.waitForFunction((t) => {
+    const el = [...document.querySelectorAll('[data-testid="message"]')].find((m) => m.textContent.includes(t));
+    return el && el.dataset.status && el.dataset.status !== 'pending';
+  }, caption, { timeout: T });
+  assert.equal(await a.locator(sel('composer-attachments')).isVisible(), false, 'composer attachments cleared after sending');
+
+  await openConversation(b, 'Alice Tester');
+  const img = messageWith(b, caption).locator(sel('attachment-image'));
+  await img.waitFor({ timeout: T });
+  await b.waitForFunction((t) => {
+    const el = [...document.querySelectorAll('[data-testid="message"]')].find((m) => m.textContent.includes(t));
+    const i = el && el.querySelector('[data-testid="attachment-image"]');
+    return i && i.src.startsWith('blob:') && i.complete && i.naturalWidth === 1;
+  }, caption, { timeout: T });
+  assertClean(A);
+  assertClean(B);
+});
+
+test('search finds a message and jumps to it in its conversation, highlighted', async () => {
+  // Bob writes the target in the group, then enough messages that a fresh
+  // client's first page does not hold it: the jump must load around it.
+  const list = await api('GET', '/conversations', undefined, users.bob.token);
+  const group = list.json.items.find((c) => c.title === `Group ${RUN}`);
+  assert.ok(group, 'the group is in bob\'s list');
+  const post = async (body) => {
+    const r = await api('POST', `/conversations/${group.id}/messages`, { body, client_id: `search-${RUN}-${Math.random()}` }, users.bob.token);
+    assert.ok(r.status === 201 || r.status === 200, `post: HTTP ${r.status} ${JSON.stringify(r.json)}`);
+    return r.json;
+  };
+  const word = `needle${RUN}`;
+  const target = await post(`Find the ${word} here <b>not bold</b> & co`);
+  for (let i = 0; i < 60; i++) await post(`filler ${i}`);
+
+  const C = await openPage('C');
+  await login(C, users.carol);
+  const c = C.page;
+  await c.locator(sel('open-search')).click();
+  await c.locator(sel('search-dialog')).waitFor({ timeout: T });
+  await c.locator(sel('search-input')).fill(word);
+  const result = c.locator(sel('search-result', `[data-message-id="${target.id}"]`));
+  await result.waitFor({ timeout: T });
+  // The snippet: the hit in a <mark>, the rest as literal text (no markup made).
+  const snip = result.locator(sel('search-snippet'));
+  assert.equal(await snip.locator('mark').first().textContent(), word);
+  assert.match(await snip.textContent(), /<b>not bold<\/b> & co/);
+  assert.equal(await snip.locator('b').count(), 0, 'no element from the message text');
+  assert.match(await result.textContent(), /Bob Tester/);
+  assert.match(await result.textContent(), new RegExp(`Group ${RUN}`));
+
+  await result.click();
+  await c.locator(sel('search-dialog')).waitFor({ state: 'detached', timeout: T });
+  await c.locator(sel('conversation-title')).filter({ hasText: `Group ${RUN}` }).waitFor({ timeout: T });
+  const msg = c.locator(`${sel('message')}[data-id="${target.id}"]`);
+  await msg.waitFor({ state: 'visible', timeout: T });
+  await c.waitForFunction((id) => {
+    const el = document.querySelector(`[data-testid="message"][data-id="${id}"]`);
+    const box = document.querySelector('[data-testid="message-list"]');
+    if (!el || !box || !el.classList.contains('flash')) return false;
+    const r = el.getBoundingClientRect(), l = box.getBoundingClientRect();
+    return r.top >= l.top - 1 && r.bottom <= l.bottom + 1;
+  }, target.id, { timeout: T });
+  assert.ok(C.requests.some((u) => u.includes(`around=${target.id}`)), 'the messages around the hit were loaded');
+
+  // Keyboard: "/" opens the search too, Escape closes it.
+  await c.locator(sel('message-list')).focus();
+  await c.keyboard.press('/');
+  await c.locator(sel('search-dialog')).waitFor({ timeout: T });
+  await c.keyboard.press('Escape');
+  await c.locator(sel('search-dialog')).waitFor({ state: 'detached', timeout: T });
+  assertClean(C);
+  await C.context.close();
+});
+
+test('admin page: users, an invite with its code, inline errors; hidden from non-admins', async () => {
+  assert.equal(await A.page.locator(sel('open-admin')).count(), 0, 'no admin link for a non-admin');
+  const admin = { username: process.env.LANCHAT_ADMIN_USER, password: process.env.LANCHAT_ADMIN_PASSWORD };
+  assert.ok(admin.username && admin.password, 'LANCHAT_ADMIN_USER and LANCHAT_ADMIN_PASSWORD are set');
+  const M = await openPage('admin');
+  const p = M.page;
+  await p.goto(`${BASE}/#/login`);
+  await p.locator(sel('login-username')).fill(admin.username);
+  await p.locator(sel('login-password')).fill(admin.password);
+  await p.locator(sel('login-submit')).click();
+  await p.locator(sel('main-view')).waitFor({ timeout: T });
+  await p.evaluate(() => localStorage.setItem('lanchat.notif-dismissed', '1'));
+
+  await p.locator(sel('open-admin')).click();
+  await p.locator(sel('admin-page')).waitFor({ timeout: T });
+  assert.match(p.url(), /#\/admin$/);
+  await p.locator(sel('admin-user', `[data-username="${users.alice.username}"]`)).waitFor({ timeout: T });
+  await p.locator(sel('admin-user', `[data-username="${admin.username}"]`)).locator(sel('admin-user-admin-tag')).waitFor({ timeout: T });
+  await p.locator(sel('admin-stats')).locator('dd').first().waitFor({ timeout: T });
+  assert.equal(await p.locator(sel('admin-server-name')).inputValue(), 'lanchat');
+
+  // an invite: created, its code shown and listed
+  await p.locator(sel('admin-invite-uses')).fill('3');
+  await p.locator(sel('admin-invite-create')).click();
+  const code = (await p.locator(sel('admin-new-invite-code')).textContent({ timeout: T })).trim();
+  assert.match(code, /^[0-9A-HJKMNP-TV-Z]{20}$/, `invite code ${code}`);
+  const row = p.locator(sel('admin-invite', `[data-code="${code}"]`));
+  await row.waitFor({ timeout: T });
+  assert.match(await row.textContent(), /3 uses left/);
+  await row.locator(sel('admin-invite-delete')).click();
+  await row.waitFor({ state: 'detached', timeout: T });
+
+  // creating an account: a bad password is an inline error, a good one a new row
+  M.allow.push(/status of 400/);
+  const name = `dave_${RUN}`;
+  await p.locator(sel('admin-create-username')).fill(name);
+  await p.locator(sel('admin-create-password')).fill('x');
+  await p.locator(sel('admin-create-submit')).click();
+  await p.locator(sel('admin-create-error')).waitFor({ timeout: T });
+  await p.locator(sel('admin-create-password')).fill(PASSWORD);
+  await p.locator(sel('admin-create-submit')).click();
+  const dave = p.locator(sel('admin-user', `[data-username="${name}"]`));
+  await dave.waitFor({ timeout: T });
+  assert.equal(await p.locator(sel('admin-create-error')).isVisible(), false);
+
+  // disable and enable again
+  await dave.locator(sel('admin-user-toggle-disabled')).click();
+  await p.locator(sel('confirm-ok')).click();
+  await p.locator(sel('admin-user', `[data-username="${name}"]`)).locator(sel('admin-user-disabled-tag')).waitFor({ timeout: T });
+  await p.locator(sel('admin-user', `[data-username="${name}"]`)).locator(sel('admin-user-toggle-disabled')).click();
+  await p.locator(sel('admin-user', `[data-username="${name}"]`)).locator(sel('admin-user-toggle-disabled')).filter({ hasText: 'Disable' }).waitFor({ timeout: T });
+  assert.equal((await api('POST', '/auth/login', { username: name, password: PASSWORD })).status, 200, 'the new account can sign in');
+  assertClean(M);
+  await M.context.close();
 });
 
 test('screenshots of the main view (desktop and phone)', { skip: !SHOTS && 'LANCHAT_SCREENSHOTS is not 1' }, async () => {

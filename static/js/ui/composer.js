@@ -31,9 +31,22 @@ export function mountComposer(convId, { onSent }) {
     convId,
     textarea,
     addAttachment(att) { attachments.push(att); renderAtts(); },
+    /** Show an upload in progress; returns { progress(fraction), done(att), fail() }. */
+    startUpload(name) {
+      const entry = { name, _uploading: true, _progress: 0 };
+      attachments.push(entry);
+      renderAtts();
+      const drop = () => { const i = attachments.indexOf(entry); if (i >= 0) attachments.splice(i, 1); };
+      return {
+        progress(f) { entry._progress = f; const bar = attBar.querySelector(`progress[data-n="${attachments.indexOf(entry)}"]`); if (bar) bar.value = f; },
+        done(att) { const i = attachments.indexOf(entry); if (i >= 0) attachments[i] = att; renderAtts(); },
+        fail() { drop(); renderAtts(); },
+      };
+    },
   };
   for (const t of composerTools) {
     toolsBox.appendChild(iconButton(t.icon, t.label, { testid: t.testid, on: { click: () => t.run(ctx) } }));
+    if (t.mount) toolsBox.appendChild(t.mount(ctx));
   }
   form.addEventListener('dragover', (e) => { if (fileHandlers.length && e.dataTransfer && [...e.dataTransfer.types].includes('Files')) e.preventDefault(); });
   form.addEventListener('drop', (e) => {
@@ -113,8 +126,9 @@ export function mountComposer(convId, { onSent }) {
 
   function renderAtts() {
     attBar.hidden = !attachments.length;
-    replaceChildren(attBar, attachments.map((a, i) => h('span', { class: 'chip' },
+    replaceChildren(attBar, attachments.map((a, i) => h('span', { class: 'chip', testid: a._uploading ? 'upload-pending' : 'upload-ready' },
       icon('paperclip'), h('span', { text: a.name }),
+      a._uploading ? h('progress', { max: 1, value: a._progress || 0, dataset: { n: i }, 'aria-label': `Uploading ${a.name}` }) : null,
       iconButton('close', `Remove ${a.name}`, { class: 'icon-btn-small', on: { click: () => { attachments.splice(i, 1); renderAtts(); } } }))));
   }
 
@@ -161,6 +175,7 @@ export function mountComposer(convId, { onSent }) {
       return;
     }
     if (!body.trim() && !attachments.length) return;
+    if (attachments.some((a) => a._uploading)) { showToast('Wait for the uploads to finish.', 'error'); return; }
     store.sendMessage(convId, body, { replyTo: mode && mode.type === 'reply' ? mode.message.id : null, attachments });
     store.stopTyping();
     textarea.value = '';
