@@ -962,3 +962,58 @@ async fn export_is_a_readable_escaped_download() {
         "format",
     );
 }
+
+#[tokio::test]
+async fn conversation_and_channel_lists_page_with_cursors() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let mut titles = Vec::new();
+    for i in 0..5 {
+        let title = format!("chan {i}");
+        let (status, _) = server
+            .post(
+                "/api/v1/conversations",
+                &alice,
+                json!({"kind": "channel", "title": title}),
+            )
+            .await;
+        assert_eq!(status, 201);
+        titles.push(title);
+    }
+    for (path, expected) in [
+        ("/api/v1/channels", titles.clone()),
+        (
+            "/api/v1/conversations",
+            titles.iter().rev().cloned().collect::<Vec<_>>(),
+        ),
+    ] {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let url = match &cursor {
+                Some(c) => format!("{path}?limit=2&cursor={c}"),
+                None => format!("{path}?limit=2"),
+            };
+            let (status, page) = server.get(&url, &alice).await;
+            assert_eq!(status, 200, "{page}");
+            let items = page["items"].as_array().expect("items");
+            assert!(items.len() <= 2);
+            seen.extend(
+                items
+                    .iter()
+                    .map(|c| c["title"].as_str().unwrap_or_default().to_owned()),
+            );
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(seen, expected, "{path}: every item once, in order");
+    }
+    assert_field_error(
+        &server.get("/api/v1/channels?cursor=abc", &alice).await,
+        400,
+        "validation_failed",
+        "cursor",
+    );
+}

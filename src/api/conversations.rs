@@ -28,6 +28,7 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(s())
         .and(a())
+        .and(query::<ListQuery>())
         .then(list)
         .map(respond);
     let channels = warp::path!("channels")
@@ -193,20 +194,32 @@ async fn create(
     }
 }
 
-async fn list(state: SharedState, caller: AuthUser) -> AppResult<Response> {
-    let items = state
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+async fn list(state: SharedState, caller: AuthUser, query: ListQuery) -> AppResult<Response> {
+    let after = conversations::parse_cursor(query.cursor.as_deref())?;
+    let limit = query.limit.unwrap_or(conversations::DEFAULT_LIST);
+    let page = state
         .db
-        .read(move |conn| conversations::list(conn, caller.user_id))
+        .read(move |conn| conversations::list(conn, caller.user_id, after, limit))
         .await?;
-    Ok(ok(
-        &serde_json::json!({ "items": items, "next_cursor": null }),
-    ))
+    Ok(ok(&page))
 }
 
 #[derive(Debug, Deserialize)]
 struct ChannelQuery {
     #[serde(default)]
     q: String,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
 }
 
 async fn channels(
@@ -215,13 +228,13 @@ async fn channels(
     query: ChannelQuery,
 ) -> AppResult<Response> {
     let q = query.q.trim().to_owned();
-    let items = state
+    let after = conversations::parse_cursor(query.cursor.as_deref())?;
+    let limit = query.limit.unwrap_or(conversations::DEFAULT_LIST);
+    let page = state
         .db
-        .read(move |conn| conversations::channels(conn, caller.user_id, &q))
+        .read(move |conn| conversations::channels(conn, caller.user_id, &q, after, limit))
         .await?;
-    Ok(ok(
-        &serde_json::json!({ "items": items, "next_cursor": null }),
-    ))
+    Ok(ok(&page))
 }
 
 async fn get_one(id: i64, state: SharedState, caller: AuthUser) -> AppResult<Response> {

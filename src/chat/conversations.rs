@@ -175,35 +175,95 @@ pub fn get(conn: &Connection, user: i64, conversation_id: i64) -> AppResult<Conv
     for_viewer(conn, user, access.conversation(), true)
 }
 
-/// The caller's conversations, most recent activity first.
-pub fn list(conn: &Connection, user: i64) -> AppResult<Vec<Conversation>> {
+/// One page of a list: the items and the cursor of the next page.
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+pub const DEFAULT_LIST: usize = 100;
+pub const MAX_LIST: usize = 200;
+
+/// Reads a list cursor (the id of the previous page's last item).
+pub fn parse_cursor(cursor: Option<&str>) -> AppResult<Option<i64>> {
+    match cursor.map(str::trim).filter(|c| !c.is_empty()) {
+        None => Ok(None),
+        Some(text) => text
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| AppError::validation("cursor", "this cursor is not one the server gave")),
+    }
+}
+
+/// Turns `limit + 1` fetched rows into a page of `limit` and its cursor.
+fn page_of(
+    conn: &Connection,
+    user: i64,
+    mut rows: Vec<ConversationRow>,
+    limit: usize,
+) -> AppResult<Page<Conversation>> {
+    let next_cursor = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|r| r.id.to_string())
+    } else {
+        None
+    };
+    // Channels can be large: their member lists are left out of lists.
+    let items = rows
+        .iter()
+        .map(|row| for_viewer(conn, user, row, row.kind != Kind::Channel))
+        .collect::<AppResult<_>>()?;
+    Ok(Page { items, next_cursor })
+}
+
+/// The caller's conversations, most recent activity first, by pages.
+pub fn list(
+    conn: &Connection,
+    user: i64,
+    after: Option<i64>,
+    limit: usize,
+) -> AppResult<Page<Conversation>> {
+    let limit = limit.clamp(1, MAX_LIST);
     let rows: Vec<ConversationRow> = conn
         .prepare_cached(&format!(
             "SELECT {CONVERSATION_COLUMNS} FROM members m JOIN conversations c ON c.id = m.conversation_id
-             WHERE m.user_id = ?1 ORDER BY c.last_activity_at DESC, c.id DESC"
+             WHERE m.user_id = ?1
+               AND (?2 IS NULL OR (c.last_activity_at, c.id) <
+                    (SELECT last_activity_at, id FROM conversations WHERE id = ?2))
+             ORDER BY c.last_activity_at DESC, c.id DESC LIMIT ?3"
         ))?
-        .query_map([user], access::conversation_from_row)?
+        .query_map(params![user, after, limit as i64 + 1], access::conversation_from_row)?
         .collect::<Result<_, _>>()?;
-    // Channels can be large: their member lists are left out of lists.
-    rows.iter()
-        .map(|row| for_viewer(conn, user, row, row.kind != Kind::Channel))
-        .collect()
+    page_of(conn, user, rows, limit)
 }
 
-/// Public channels, joined or not, optionally filtered by title.
-pub fn channels(conn: &Connection, user: i64, q: &str) -> AppResult<Vec<Conversation>> {
+/// Public channels, joined or not, optionally filtered by title or topic, by
+/// title then id, by pages.
+pub fn channels(
+    conn: &Connection,
+    user: i64,
+    q: &str,
+    after: Option<i64>,
+    limit: usize,
+) -> AppResult<Page<Conversation>> {
+    let limit = limit.clamp(1, MAX_LIST);
     let pattern = format!("%{}%", crate::users::escape_like(&q.to_lowercase()));
     let rows: Vec<ConversationRow> = conn
         .prepare_cached(&format!(
             "SELECT {CONVERSATION_COLUMNS} FROM conversations c
-             WHERE c.kind = 'channel' AND (lower(c.title) LIKE ?1 ESCAPE '\\' OR lower(c.topic) LIKE ?1 ESCAPE '\\')
-             ORDER BY lower(c.title), c.id LIMIT 500"
+             WHERE c.kind = 'channel'
+               AND (lower(c.title) LIKE ?1 ESCAPE '\\' OR lower(c.topic) LIKE ?1 ESCAPE '\\')
+               AND (?2 IS NULL OR (lower(c.title), c.id) >
+                    (SELECT lower(title), id FROM conversations WHERE id = ?2))
+             ORDER BY lower(c.title), c.id LIMIT ?3"
         ))?
-        .query_map([pattern], access::conversation_from_row)?
+        .query_map(
+            params![pattern, after, limit as i64 + 1],
+            access::conversation_from_row,
+        )?
         .collect::<Result<_, _>>()?;
-    rows.iter()
-        .map(|row| for_viewer(conn, user, row, false))
-        .collect()
+    page_of(conn, user, rows, limit)
 }
 
 fn validate_title(title: &str, required: bool) -> AppResult<String> {
