@@ -650,9 +650,11 @@ async fn groups_have_roles_and_membership_posts_system_messages() {
     assert_eq!(
         system,
         vec![
+            "owner made admin1 an admin",
             "admin1 added newcomer",
             "admin1 removed newcomer",
-            "owner left"
+            "owner left",
+            "admin1 is now the owner",
         ]
     );
 }
@@ -714,6 +716,12 @@ async fn channels_are_public_to_browse_and_read_but_members_write() {
     );
     let (_, list) = server.get("/api/v1/conversations", &bob).await;
     assert_eq!(list["items"], json!([]));
+    // A channel everyone left is not orphaned: its next member owns it.
+    let leave = format!("/api/v1/conversations/{id}/leave");
+    assert_eq!(server.post(&leave, &alice, json!({})).await.0, 204);
+    let join = format!("/api/v1/conversations/{id}/join");
+    let (_, rejoined) = server.post(&join, &bob, json!({})).await;
+    assert_eq!(rejoined["my_role"], "owner");
 
     // Groups cannot be joined from outside.
     let (_, group) = server

@@ -569,14 +569,21 @@ pub fn join(ctx: &mut WriteCtx<'_>, me: i64, conversation_id: i64) -> AppResult<
     if access.is_member() {
         return get(ctx.conn(), me, conversation_id);
     }
-    // require_readable only lets non-members through for channels.
-    insert_member(ctx, conversation_id, me, Role::Member)?;
+    // require_readable only lets non-members through for channels. A channel
+    // everyone left has no one to manage it: its next member becomes the owner.
+    let empty: bool = ctx.conn().query_row(
+        "SELECT NOT EXISTS (SELECT 1 FROM members WHERE conversation_id = ?1)",
+        [conversation_id],
+        |row| row.get(0),
+    )?;
+    let role = if empty { Role::Owner } else { Role::Member };
+    insert_member(ctx, conversation_id, me, role)?;
     emit_member(
         ctx,
         "member.added",
         conversation_id,
         me,
-        Some(Role::Member),
+        Some(role),
         me,
         Some(MembershipChange::Added {
             conversation_id,
@@ -649,6 +656,8 @@ pub fn leave(ctx: &mut WriteCtx<'_>, me: i64, conversation_id: i64) -> AppResult
                 me,
                 None,
             )?;
+            let name = display_name(ctx.conn(), heir)?;
+            messages::post_system(ctx, conversation_id, me, format!("{name} is now the owner"))?;
         }
     }
     Ok(())
@@ -793,6 +802,18 @@ pub fn set_role(
         Some(role),
         me,
         None,
+    )?;
+    let actor = display_name(ctx.conn(), me)?;
+    let name = display_name(ctx.conn(), user)?;
+    let what = match role {
+        Role::Admin => "an admin",
+        _ => "a member",
+    };
+    messages::post_system(
+        ctx,
+        conversation_id,
+        me,
+        format!("{actor} made {name} {what}"),
     )?;
     members_of(ctx.conn(), conversation_id)?
         .into_iter()
