@@ -81,6 +81,13 @@ async fn web_client_in_headless_chromium() {
         "browser suite failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- server log\n{}",
         server.stderr()
     );
+    // The node runner's summary, shown with `cargo test -- --nocapture`.
+    for line in stdout
+        .lines()
+        .filter(|l| l.starts_with("# ") && !l.starts_with("# Subtest"))
+    {
+        println!("browser suite {line}");
+    }
     // The suite must really have run something.
     assert!(
         stdout

@@ -348,6 +348,16 @@ test('a group is created and both members see its messages', async () => {
   await dlg.waitFor({ timeout: T });
   await dlg.locator(sel('member-row', `[data-username="${users.carol.username}"]`)).waitFor({ timeout: T });
   assert.equal(await dlg.locator(sel('member-row')).count(), 3);
+  // export: the history downloads as a standalone page with the messages escaped
+  const [download] = await Promise.all([
+    a.waitForEvent('download', { timeout: T }),
+    dlg.locator(sel('export-html')).click(),
+  ]);
+  const stream = await download.createReadStream();
+  let html = '';
+  for await (const chunk of stream) html += chunk;
+  assert.ok(html.includes('Welcome to the group'), 'the export holds the messages');
+  assert.ok(html.startsWith('<!doctype html>'), 'the export is a web page');
   await a.keyboard.press('Escape');
   await dlg.waitFor({ state: 'detached', timeout: T });
   assertClean(A);

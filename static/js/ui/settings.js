@@ -1,6 +1,7 @@
 // Conversation details: title/topic, members with roles, add/remove, mute, leave.
 
 import { h, replaceChildren, preserveFocus } from '../dom.js';
+import * as api from '../api.js';
 import * as store from '../store.js';
 import { displayName, presenceText } from '../format.js';
 import { avatar, showToast, showFormError } from './common.js';
@@ -118,7 +119,24 @@ export function openConversationSettings(convId, { onOpenDirect }) {
           try { await store.leaveConv(convId); dlg.close(); location.hash = '#/'; } catch (ex) { showToast(ex.message, 'error'); }
         } } }, c.kind === 'group' ? 'Leave group' : 'Leave channel')));
     }
+    parts.push(h('div', { class: 'actions actions-start' },
+      ['html', 'json'].map((format) => h('button', { type: 'button', class: 'btn', testid: `export-${format}`, on: { click: () => exportConversation(convId, format) } },
+        format === 'html' ? 'Export as web page' : 'Export as JSON'))));
     preserveFocus(box, () => replaceChildren(box, parts));
   }
   render();
+}
+
+/** Downloads the caller's readable history (the server streams it). */
+async function exportConversation(convId, format) {
+  try {
+    const url = await api.blobUrl(`/api/v1/conversations/${convId}/export?format=${format}`);
+    const link = h('a', { href: url, download: `lanchat-conversation-${convId}.${format}` });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  } catch (ex) {
+    showToast(ex.message, 'error');
+  }
 }
