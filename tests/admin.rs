@@ -2,11 +2,9 @@
 //! management with immediate revocation, the last-admin rule, invites,
 //! registration modes, settings and statistics.
 
-mod admin_support;
+mod common;
 
-use admin_support::{ADMIN_PASSWORD, Server, data_dir_with_admin, seed_content};
-use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use common::*;
 
 /// Every admin route with a plausible body.
 fn admin_routes() -> Vec<(Method, &'static str, Option<Value>)> {
@@ -36,62 +34,49 @@ fn admin_routes() -> Vec<(Method, &'static str, Option<Value>)> {
     ]
 }
 
-async fn register(server: &Server, username: &str, password: &str) -> (StatusCode, Value) {
+async fn register(server: &TestServer, username: &str, password: &str) -> (u16, Value) {
     server
-        .call(
-            Method::POST,
+        .post(
             "/api/v1/auth/register",
-            None,
-            Some(json!({"username": username, "password": password})),
+            ANON,
+            json!({"username": username, "password": password}),
         )
         .await
 }
 
-async fn register_with(server: &Server, username: &str, invite: &str) -> (StatusCode, Value) {
+async fn register_with(server: &TestServer, username: &str, invite: &str) -> (u16, Value) {
     server
-        .call(
-            Method::POST,
+        .post(
             "/api/v1/auth/register",
-            None,
-            Some(json!({"username": username, "password": "password 123", "invite": invite})),
+            ANON,
+            json!({"username": username, "password": "password 123", "invite": invite}),
         )
         .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_admin_route_needs_an_admin() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&data_dir_with_admin(tmp.path()), &[]).await;
+    let mut server = TestServer::start_with(ServerOptions::new().admin("admin")).await;
     let (status, body) = register(&server, "bob", "password 123").await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(status, 201, "{body}");
     let bob = body["access_token"].as_str().expect("token").to_owned();
     let bob_id = body["user"]["id"].as_i64().expect("id");
-    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let admin = server.login("admin", PASSWORD).await;
 
     for (method, path, body) in admin_routes() {
-        let (status, answer) = server.call(method.clone(), path, None, body.clone()).await;
-        assert_eq!(
-            status,
-            StatusCode::UNAUTHORIZED,
-            "{method} {path}: {answer}"
-        );
+        let (status, answer) = server.call(method.clone(), path, ANON, body.as_ref()).await;
+        assert_eq!(status, 401, "{method} {path}: {answer}");
         let (status, answer) = server
-            .call(method.clone(), path, Some("not-a-token"), body.clone())
+            .call(method.clone(), path, "not-a-token", body.as_ref())
             .await;
-        assert_eq!(
-            status,
-            StatusCode::UNAUTHORIZED,
-            "{method} {path}: {answer}"
-        );
-        let (status, answer) = server
-            .call(method.clone(), path, Some(&bob), body.clone())
-            .await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {answer}");
+        assert_eq!(status, 401, "{method} {path}: {answer}");
+        let (status, answer) = server.call(method.clone(), path, &bob, body.as_ref()).await;
+        assert_eq!(status, 403, "{method} {path}: {answer}");
         assert_eq!(answer["error"]["code"], "forbidden", "{method} {path}");
     }
     // Nothing a refused call asked for happened.
     let (status, users) = server.get("/api/v1/admin/users", &admin).await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, 200);
     let names: Vec<&str> = users["items"]
         .as_array()
         .expect("items")
@@ -110,9 +95,9 @@ async fn every_admin_route_needs_an_admin() {
             json!({"is_admin": true}),
         )
         .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, 200);
     let (status, _) = server.get("/api/v1/admin/stats", &bob).await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, 200);
     let (status, user) = server
         .patch(
             &format!("/api/v1/admin/users/{bob_id}"),
@@ -120,14 +105,14 @@ async fn every_admin_route_needs_an_admin() {
             json!({"is_admin": false}),
         )
         .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, 200);
     assert_eq!(user["is_admin"], false);
     let (status, _) = server.get("/api/v1/admin/stats", &bob).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(status, 403);
 
     // Unknown admin paths and ids are 404 for an admin, never a 500.
     let (status, _) = server.get("/api/v1/admin/nothing", &admin).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(status, 404);
     let (status, _) = server
         .patch(
             "/api/v1/admin/users/99999",
@@ -135,19 +120,18 @@ async fn every_admin_route_needs_an_admin() {
             json!({"disabled": true}),
         )
         .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(status, 404);
     let (status, _) = server
         .patch("/api/v1/admin/users/abc", &admin, json!({"disabled": true}))
         .await;
-    assert!(status.is_client_error(), "{status}");
-    server.stop();
+    assert!((400..500).contains(&status), "{status}");
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabling_resetting_and_the_last_admin() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&data_dir_with_admin(tmp.path()), &[]).await;
-    let admin_login = server.login_full("admin", ADMIN_PASSWORD).await.1;
+    let mut server = TestServer::start_with(ServerOptions::new().admin("admin")).await;
+    let admin_login = server.try_login("admin", PASSWORD).await.1;
     let admin = admin_login["access_token"]
         .as_str()
         .expect("token")
@@ -162,7 +146,7 @@ async fn disabling_resetting_and_the_last_admin() {
             json!({"registration": "closed"}),
         )
         .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, 200);
     let (status, carol) = server
         .post(
             "/api/v1/admin/users",
@@ -170,7 +154,7 @@ async fn disabling_resetting_and_the_last_admin() {
             json!({"username": "Carol", "password": "carol password", "display_name": "Carol C"}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{carol}");
+    assert_eq!(status, 201, "{carol}");
     assert_eq!(carol["username"], "carol");
     assert_eq!(carol["display_name"], "Carol C");
     assert_eq!(carol["is_admin"], false);
@@ -184,7 +168,7 @@ async fn disabling_resetting_and_the_last_admin() {
             json!({"username": "carol", "password": "another password"}),
         )
         .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(status, 409, "{body}");
     let (status, body) = server
         .post(
             "/api/v1/admin/users",
@@ -192,7 +176,7 @@ async fn disabling_resetting_and_the_last_admin() {
             json!({"username": "no", "password": "another password"}),
         )
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "validation_failed");
     assert_eq!(body["error"]["field"], "username");
     let (status, body) = server
@@ -202,12 +186,12 @@ async fn disabling_resetting_and_the_last_admin() {
             json!({"username": "dan", "password": "short"}),
         )
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(status, 400);
     assert_eq!(body["error"]["field"], "password");
 
     // Disable: the token is refused at once, login and refresh too.
-    let (status, carol_tokens) = server.login_full("carol", "carol password").await;
-    assert_eq!(status, StatusCode::OK);
+    let (status, carol_tokens) = server.try_login("carol", "carol password").await;
+    assert_eq!(status, 200);
     let carol_token = carol_tokens["access_token"]
         .as_str()
         .expect("token")
@@ -217,32 +201,27 @@ async fn disabling_resetting_and_the_last_admin() {
         .expect("refresh")
         .to_owned();
     let (status, _) = server.get("/api/v1/users/me", &carol_token).await;
-    assert_eq!(status, StatusCode::OK);
-    // TODO(websocket): once /api/v1/ws exists, open a socket as carol here and
+    assert_eq!(status, 200);
     // assert that disabling closes it at once (close code 1008).
     let (status, user) = server
         .patch(&carol_path, &admin, json!({"disabled": true}))
         .await;
-    assert_eq!(status, StatusCode::OK, "{user}");
+    assert_eq!(status, 200, "{user}");
     assert_eq!(user["disabled"], true);
     let (status, body) = server.get("/api/v1/users/me", &carol_token).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"]["code"], "account_disabled");
-    let (status, body) = server.login_full("carol", "carol password").await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = server.try_login("carol", "carol password").await;
+    assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"]["code"], "account_disabled");
-    let (status, _) = server
-        .call(
-            Method::POST,
-            "/api/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": carol_refresh})),
-        )
-        .await;
-    assert!(status.is_client_error(), "refresh after disable: {status}");
+    let (status, _) = server.refresh(&carol_refresh).await;
+    assert!(
+        (400..500).contains(&status),
+        "refresh after disable: {status}"
+    );
     // Disabled accounts are listed for admins (and searchable).
     let (status, list) = server.get("/api/v1/admin/users?q=caro", &admin).await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, 200);
     assert_eq!(list["items"][0]["username"], "carol");
     assert_eq!(list["items"][0]["disabled"], true);
 
@@ -250,17 +229,17 @@ async fn disabling_resetting_and_the_last_admin() {
     let (status, user) = server
         .patch(&carol_path, &admin, json!({"disabled": false}))
         .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, 200);
     assert_eq!(user["disabled"], false);
     let carol_token = server.login("carol", "carol password").await;
     let (status, _) = server.get("/api/v1/users/me", &carol_token).await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, 200);
 
     // Password reset revokes her sessions; only the new password works.
     let (status, body) = server
         .patch(&carol_path, &admin, json!({"password": "short"}))
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(status, 400, "{body}");
     let (status, _) = server
         .patch(
             &carol_path,
@@ -268,51 +247,50 @@ async fn disabling_resetting_and_the_last_admin() {
             json!({"password": "brand new password"}),
         )
         .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, 200);
     let (status, body) = server.get("/api/v1/users/me", &carol_token).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
-    let (status, _) = server.login_full("carol", "carol password").await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = server.try_login("carol", "carol password").await;
+    assert_eq!(status, 401);
     server.login("carol", "brand new password").await;
 
     // Unknown fields are refused rather than silently ignored.
     let (status, body) = server
         .patch(&carol_path, &admin, json!({"disabeld": true}))
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(status, 400, "{body}");
 
     // The last enabled admin can neither disable nor demote themselves.
     let admin_path = format!("/api/v1/admin/users/{admin_id}");
     for change in [json!({"disabled": true}), json!({"is_admin": false})] {
         let (status, body) = server.patch(&admin_path, &admin, change).await;
-        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(status, 409, "{body}");
         assert_eq!(body["error"]["code"], "last_admin");
     }
     let (status, _) = server.get("/api/v1/admin/stats", &admin).await;
-    assert_eq!(status, StatusCode::OK, "still an admin");
+    assert_eq!(status, 200, "still an admin");
     // With a second admin, stepping down works, and takes effect at once.
     let (status, _) = server
         .patch(&carol_path, &admin, json!({"is_admin": true}))
         .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, 200);
     let (status, user) = server
         .patch(&admin_path, &admin, json!({"is_admin": false}))
         .await;
-    assert_eq!(status, StatusCode::OK, "{user}");
+    assert_eq!(status, 200, "{user}");
     assert_eq!(user["is_admin"], false);
     let (status, _) = server.get("/api/v1/admin/stats", &admin).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    server.stop();
+    assert_eq!(status, 403);
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invites_and_registration_modes() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&data_dir_with_admin(tmp.path()), &[]).await;
-    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let mut server = TestServer::start_with(ServerOptions::new().admin("admin")).await;
+    let admin = server.login("admin", PASSWORD).await;
 
     let (status, settings) = server.get("/api/v1/admin/settings", &admin).await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, 200);
     assert_eq!(settings["registration"], "open");
     assert_eq!(settings["server_name"], "lanchat");
     assert_eq!(settings["max_attachment_bytes"], 100 * 1024 * 1024);
@@ -324,10 +302,10 @@ async fn invites_and_registration_modes() {
             json!({"registration": "invite"}),
         )
         .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, 200);
     assert_eq!(settings["registration"], "invite");
     let (status, body) = register(&server, "nocode", "password 123").await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(status, 403);
     assert_eq!(body["error"]["code"], "invalid_invite");
 
     // Bad invite requests.
@@ -340,14 +318,14 @@ async fn invites_and_registration_modes() {
         let (status, body) = server
             .post("/api/v1/admin/invites", &admin, bad.clone())
             .await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(status, 400, "{bad}: {body}");
     }
 
     // A two-use invite: two registrations, then it is used up.
     let (status, invite) = server
         .post("/api/v1/admin/invites", &admin, json!({"uses": 2}))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{invite}");
+    assert_eq!(status, 201, "{invite}");
     let code = invite["code"].as_str().expect("code").to_owned();
     assert!(code.len() >= 20, "{code}: at least 96 bits");
     assert!(code.chars().all(|c| c.is_ascii_alphanumeric()), "{code}");
@@ -355,35 +333,35 @@ async fn invites_and_registration_modes() {
     assert_eq!(invite["expires_at"], Value::Null);
     assert!(invite["created_at"].as_i64().is_some());
     let (status, body) = register_with(&server, "dave", &code).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(status, 201, "{body}");
     let (status, body) = register_with(&server, "erin", &code).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(status, 201, "{body}");
     let (status, body) = register_with(&server, "frank", &code).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"]["code"], "invalid_invite");
 
     // An invite that expires.
     let (status, short) = server
         .post("/api/v1/admin/invites", &admin, json!({"expires_in": 1}))
         .await;
-    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(status, 201);
     let created_at = short["created_at"].as_i64().expect("created_at");
     assert_eq!(short["expires_at"].as_i64(), Some(created_at + 1000));
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
     let (status, body) =
         register_with(&server, "grace", short["code"].as_str().expect("code")).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"]["code"], "invalid_invite");
 
     // Listing pages through all of them, newest first; deleting one. (The body
     // is optional: every field has a default.)
     let (status, fresh) = server
-        .call(Method::POST, "/api/v1/admin/invites", Some(&admin), None)
+        .call(Method::POST, "/api/v1/admin/invites", &admin, None)
         .await;
-    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(status, 201);
     let fresh_code = fresh["code"].as_str().expect("code").to_owned();
     let (status, page) = server.get("/api/v1/admin/invites?limit=2", &admin).await;
-    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(status, 200, "{page}");
     assert_eq!(page["items"].as_array().expect("items").len(), 2);
     assert_eq!(page["items"][0]["code"], fresh_code.as_str());
     let cursor = page["next_cursor"].as_str().expect("cursor").to_owned();
@@ -393,31 +371,21 @@ async fn invites_and_registration_modes() {
             &admin,
         )
         .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, 200);
     assert_eq!(rest["items"].as_array().expect("items").len(), 1);
     assert_eq!(rest["items"][0]["code"], code.as_str());
     assert_eq!(rest["items"][0]["uses_left"], 0);
     assert_eq!(rest["next_cursor"], Value::Null);
     let (status, _) = server
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/admin/invites/{fresh_code}"),
-            Some(&admin),
-            None,
-        )
+        .delete(&format!("/api/v1/admin/invites/{fresh_code}"), &admin)
         .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(status, 204);
     let (status, _) = server
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/admin/invites/{fresh_code}"),
-            Some(&admin),
-            None,
-        )
+        .delete(&format!("/api/v1/admin/invites/{fresh_code}"), &admin)
         .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(status, 404);
     let (status, body) = register_with(&server, "heidi", &fresh_code).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(status, 403, "{body}");
 
     // Closed: nobody registers, with or without a code.
     let (status, _) = server
@@ -427,9 +395,9 @@ async fn invites_and_registration_modes() {
             json!({"registration": "closed"}),
         )
         .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, 200);
     let (status, body) = register(&server, "ivan", "password 123").await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"]["code"], "registration_closed");
 
     // Settings validation, server name, limits and going back to defaults.
@@ -440,13 +408,13 @@ async fn invites_and_registration_modes() {
         (json!({"max_attachment_bytes": 10}), "max_attachment_bytes"),
     ] {
         let (status, body) = server.patch("/api/v1/admin/settings", &admin, bad).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(status, 400, "{body}");
         assert_eq!(body["error"]["field"], field, "{body}");
     }
     let (status, body) = server
         .patch("/api/v1/admin/settings", &admin, json!({"nonsense": 1}))
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(status, 400, "{body}");
     let (status, settings) = server
         .patch(
             "/api/v1/admin/settings",
@@ -454,11 +422,11 @@ async fn invites_and_registration_modes() {
             json!({"server_name": " Office chat ", "max_attachment_bytes": 1048576}),
         )
         .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, 200);
     assert_eq!(settings["server_name"], "Office chat");
     assert_eq!(settings["max_attachment_bytes"], 1_048_576);
     assert_eq!(settings["registration"], "closed");
-    let (_, setup) = server.call(Method::GET, "/api/v1/setup", None, None).await;
+    let (_, setup) = server.get("/api/v1/setup", ANON).await;
     assert_eq!(setup["server_name"], "Office chat");
     let (status, settings) = server
         .patch(
@@ -467,31 +435,29 @@ async fn invites_and_registration_modes() {
             json!({"max_attachment_bytes": null, "registration": null}),
         )
         .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, 200);
     assert_eq!(settings["max_attachment_bytes"], 100 * 1024 * 1024);
     assert_eq!(settings["registration"], "open");
     assert_eq!(settings["server_name"], "Office chat");
-    let data_dir = server.data_dir.clone();
-    server.stop();
 
     // Settings survive a restart.
-    let server = Server::start(&data_dir, &[]).await;
-    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    server.restart().await;
+    let admin = server.login("admin", PASSWORD).await;
     let (_, settings) = server.get("/api/v1/admin/settings", &admin).await;
     assert_eq!(settings["server_name"], "Office chat");
     assert_eq!(settings["registration"], "open");
-    server.stop();
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_count_what_is_stored() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let data_dir = data_dir_with_admin(tmp.path());
-    seed_content(&data_dir);
-    let server = Server::start(&data_dir, &[]).await;
-    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let sandbox = Sandbox::new();
+    sandbox.create_user("admin", true);
+    sandbox.seed_content();
+    let mut server = TestServer::start_in(sandbox, ServerOptions::new()).await;
+    let admin = server.login("admin", PASSWORD).await;
     let (status, stats) = server.get("/api/v1/admin/stats", &admin).await;
-    assert_eq!(status, StatusCode::OK, "{stats}");
+    assert_eq!(status, 200, "{stats}");
     assert_eq!(stats["users"], 1);
     assert_eq!(stats["online_users"], 0);
     assert_eq!(stats["conversations"], 2);
@@ -501,5 +467,5 @@ async fn stats_count_what_is_stored() {
     assert_eq!(stats["attachment_bytes"], expected_attachments);
     let db_bytes = stats["database_bytes"].as_u64().expect("bytes");
     assert!(db_bytes >= 4096 && db_bytes % 512 == 0, "{db_bytes}");
-    server.stop();
+    server.stop().await;
 }

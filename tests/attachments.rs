@@ -3,51 +3,37 @@
 //! execute, access control, path tricks and previews. The orphan cleanup is
 //! tested in-process.
 
+mod common;
+
 use std::path::Path;
 
-use reqwest::StatusCode;
+use common::*;
 use reqwest::multipart::{Form, Part};
-use serde_json::{Value, json};
 
-use harness::{Server, User};
-
-fn file_form(bytes: Vec<u8>, name: &str, mime: &str) -> Form {
-    let part = Part::bytes(bytes)
-        .file_name(name.to_owned())
-        .mime_str(mime)
-        .expect("mime");
-    Form::new().part("file", part)
+/// `GET path` as `user`, the whole reply (headers and raw bytes).
+async fn get(server: &TestServer, user: &Session, path: &str) -> Reply {
+    get_with(server, user, path, &[]).await
 }
 
-async fn upload(server: &Server, user: &User, bytes: &[u8], name: &str, mime: &str) -> Value {
-    let response = server
-        .client
-        .post(server.url("/api/v1/attachments"))
-        .bearer_auth(&user.token)
-        .multipart(file_form(bytes.to_vec(), name, mime))
-        .send()
-        .await
-        .expect("upload");
-    assert_eq!(response.status(), StatusCode::CREATED);
-    response.json().await.expect("json")
+/// [`get`] with request headers (ranges, conditions).
+async fn get_with(
+    server: &TestServer,
+    user: &Session,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut request = server
+        .request(Method::GET, path)
+        .bearer_auth(&user.access_token);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    server.send(request).await
 }
 
-async fn get(server: &Server, user: &User, path: &str) -> reqwest::Response {
-    server
-        .client
-        .get(server.url(path))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .expect("get")
-}
-
-fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
+/// A response header, `""` when absent.
+fn header<'a>(reply: &'a Reply, name: &str) -> &'a str {
+    reply.header(name).unwrap_or("")
 }
 
 /// Content files under files/ (not temp files, not previews).
@@ -77,10 +63,12 @@ fn temp_files(data_dir: &Path) -> usize {
 
 #[tokio::test]
 async fn round_trip_with_headers_ranges_and_etags() {
-    let server = Server::start().await;
+    let server = TestServer::start().await;
     let alice = server.register("alice").await;
     let content: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
-    let attachment = upload(&server, &alice, &content, "notes.txt", "text/plain").await;
+    let attachment = server
+        .upload(&alice, &content, "notes.txt", "text/plain")
+        .await;
     assert_eq!(attachment["name"], "notes.txt");
     assert_eq!(attachment["mime"], "text/plain");
     assert_eq!(attachment["size"], 5000);
@@ -91,7 +79,7 @@ async fn round_trip_with_headers_ranges_and_etags() {
     assert_eq!(url, format!("/api/v1/attachments/{}", attachment["id"]));
 
     let response = get(&server, &alice, &url).await;
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.status, 200);
     assert_eq!(
         header(&response, "content-type"),
         "text/plain; charset=utf-8"
@@ -105,152 +93,104 @@ async fn round_trip_with_headers_ranges_and_etags() {
         header(&response, "content-disposition"),
         "inline; filename=\"notes.txt\"; filename*=UTF-8''notes.txt"
     );
-    assert_eq!(response.bytes().await.expect("body").to_vec(), content);
+    assert_eq!(response.bytes, content);
 
     // A single range.
-    let response = server
-        .client
-        .get(server.url(&url))
-        .bearer_auth(&alice.token)
-        .header("range", "bytes=100-199")
-        .send()
-        .await
-        .expect("range");
-    assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+    let response = get_with(&server, &alice, &url, &[("range", "bytes=100-199")]).await;
+    assert_eq!(response.status, 206);
     assert_eq!(header(&response, "content-range"), "bytes 100-199/5000");
     assert_eq!(header(&response, "content-length"), "100");
-    assert_eq!(
-        response.bytes().await.expect("body").to_vec(),
-        content[100..200]
-    );
+    assert_eq!(response.bytes, content[100..200]);
 
     // A suffix range.
-    let response = server
-        .client
-        .get(server.url(&url))
-        .bearer_auth(&alice.token)
-        .header("range", "bytes=-10")
-        .send()
-        .await
-        .expect("range");
-    assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+    let response = get_with(&server, &alice, &url, &[("range", "bytes=-10")]).await;
+    assert_eq!(response.status, 206);
     assert_eq!(header(&response, "content-range"), "bytes 4990-4999/5000");
-    assert_eq!(
-        response.bytes().await.expect("body").to_vec(),
-        content[4990..]
-    );
+    assert_eq!(response.bytes, content[4990..]);
 
     // Past the end.
-    let response = server
-        .client
-        .get(server.url(&url))
-        .bearer_auth(&alice.token)
-        .header("range", "bytes=5000-")
-        .send()
-        .await
-        .expect("range");
-    assert_eq!(response.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    let response = get_with(&server, &alice, &url, &[("range", "bytes=5000-")]).await;
+    assert_eq!(response.status, 416);
     assert_eq!(header(&response, "content-range"), "bytes */5000");
 
     // A range for another version of the file (If-Range) gets everything.
-    let response = server
-        .client
-        .get(server.url(&url))
-        .bearer_auth(&alice.token)
-        .header("range", "bytes=0-9")
-        .header("if-range", "\"something-else\"")
-        .send()
-        .await
-        .expect("if-range");
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.bytes().await.expect("body").len(), 5000);
+    let response = get_with(
+        &server,
+        &alice,
+        &url,
+        &[("range", "bytes=0-9"), ("if-range", "\"something-else\"")],
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.bytes.len(), 5000);
 
     // Conditional requests.
-    let response = server
-        .client
-        .get(server.url(&url))
-        .bearer_auth(&alice.token)
-        .header("if-none-match", format!("\"{sha}\""))
-        .send()
-        .await
-        .expect("conditional");
-    assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+    let response = get_with(
+        &server,
+        &alice,
+        &url,
+        &[("if-none-match", &format!("\"{sha}\""))],
+    )
+    .await;
+    assert_eq!(response.status, 304);
     assert_eq!(header(&response, "etag"), format!("\"{sha}\""));
-    let response = server
-        .client
-        .get(server.url(&url))
-        .bearer_auth(&alice.token)
-        .header("if-none-match", "\"other\"")
-        .send()
-        .await
-        .expect("conditional");
-    assert_eq!(response.status(), StatusCode::OK);
+    let response = get_with(&server, &alice, &url, &[("if-none-match", "\"other\"")]).await;
+    assert_eq!(response.status, 200);
 
     // HEAD: the headers, no body.
     let response = server
-        .client
-        .head(server.url(&url))
-        .bearer_auth(&alice.token)
-        .send()
-        .await
-        .expect("head");
-    assert_eq!(response.status(), StatusCode::OK);
+        .send(
+            server
+                .request(Method::HEAD, &url)
+                .bearer_auth(&alice.access_token),
+        )
+        .await;
+    assert_eq!(response.status, 200);
     assert_eq!(header(&response, "content-length"), "5000");
 
     // `?token=` for elements that cannot send a header; nothing without credentials.
     let response = server
-        .client
-        .get(server.url(&format!("{url}?token={}", alice.token)))
-        .send()
-        .await
-        .expect("token");
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.bytes().await.expect("body").to_vec(), content);
+        .send(server.request(Method::GET, &format!("{url}?token={}", alice.access_token)))
+        .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.bytes, content);
+    let response = server.send(server.request(Method::GET, &url)).await;
+    assert_eq!(response.status, 401);
     let response = server
-        .client
-        .get(server.url(&url))
-        .send()
-        .await
-        .expect("anon");
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    let response = server
-        .client
-        .get(server.url(&format!("{url}?token=forged")))
-        .send()
-        .await
-        .expect("forged");
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        .send(server.request(Method::GET, &format!("{url}?token=forged")))
+        .await;
+    assert_eq!(response.status, 401);
 
     // Uploading needs credentials and a `file` field in a multipart body.
     let response = server
-        .client
-        .post(server.url("/api/v1/attachments"))
-        .multipart(file_form(b"x".to_vec(), "x.txt", "text/plain"))
-        .send()
-        .await
-        .expect("anon upload");
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        .send(
+            server
+                .request(Method::POST, "/api/v1/attachments")
+                .multipart(file_form(b"x".to_vec(), "x.txt", "text/plain")),
+        )
+        .await;
+    assert_eq!(response.status, 401);
     let response = server
-        .client
-        .post(server.url("/api/v1/attachments"))
-        .bearer_auth(&alice.token)
-        .multipart(Form::new().text("other", "value"))
-        .send()
-        .await
-        .expect("no file");
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    let body: Value = response.json().await.expect("json");
+        .send(
+            server
+                .request(Method::POST, "/api/v1/attachments")
+                .bearer_auth(&alice.access_token)
+                .multipart(Form::new().text("other", "value")),
+        )
+        .await;
+    assert_eq!(response.status, 400);
+    let body = &response.json;
     assert_eq!(body["error"]["field"], "file");
     let response = server
-        .client
-        .post(server.url("/api/v1/attachments"))
-        .bearer_auth(&alice.token)
-        .json(&json!({"file": "x"}))
-        .send()
-        .await
-        .expect("json upload");
-    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let body: Value = response.json().await.expect("json");
+        .send(
+            server
+                .request(Method::POST, "/api/v1/attachments")
+                .bearer_auth(&alice.access_token)
+                .json(&json!({"file": "x"})),
+        )
+        .await;
+    assert_eq!(response.status, 415);
+    let body = &response.json;
     assert_eq!(body["error"]["code"], "unsupported_media_type");
 
     // Names as browsers send them: raw UTF-8, maybe with a path.
@@ -262,15 +202,15 @@ async fn round_trip_with_headers_ranges_and_etags() {
             .expect("mime"),
     );
     let response = server
-        .client
-        .post(server.url("/api/v1/attachments"))
-        .bearer_auth(&alice.token)
-        .multipart(form)
-        .send()
-        .await
-        .expect("upload");
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let named: Value = response.json().await.expect("json");
+        .send(
+            server
+                .request(Method::POST, "/api/v1/attachments")
+                .bearer_auth(&alice.access_token)
+                .multipart(form),
+        )
+        .await;
+    assert_eq!(response.status, 201);
+    let named = &response.json;
     assert_eq!(named["name"], "报告 \"Q3\".txt");
     let response = get(&server, &alice, named["url"].as_str().expect("url")).await;
     assert_eq!(
@@ -281,22 +221,24 @@ async fn round_trip_with_headers_ranges_and_etags() {
 
 #[tokio::test]
 async fn same_content_is_stored_once() {
-    let server = Server::start().await;
+    let server = TestServer::start().await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let content = b"the same bytes, uploaded twice".to_vec();
-    let first = upload(&server, &alice, &content, "one.txt", "text/plain").await;
-    let second = upload(&server, &bob, &content, "two.txt", "text/plain").await;
+    let first = server
+        .upload(&alice, &content, "one.txt", "text/plain")
+        .await;
+    let second = server.upload(&bob, &content, "two.txt", "text/plain").await;
     assert_ne!(first["id"], second["id"]);
     assert_eq!(first["sha256"], second["sha256"]);
     assert_eq!(second["name"], "two.txt");
-    let stored = blobs(server.data_dir());
+    let stored = blobs(&server.data_dir());
     assert_eq!(stored.len(), 1, "{stored:?}");
     assert_eq!(std::fs::read(&stored[0]).expect("read"), content);
     // Content-addressed: files/ab/cdef...
     let sha = first["sha256"].as_str().expect("sha");
     assert!(stored[0].ends_with(Path::new(&sha[..2]).join(&sha[2..])));
-    assert_eq!(temp_files(server.data_dir()), 0);
+    assert_eq!(temp_files(&server.data_dir()), 0);
     // Each record keeps its own name.
     let response = get(&server, &bob, second["url"].as_str().expect("url")).await;
     assert!(header(&response, "content-disposition").contains("two.txt"));
@@ -305,20 +247,23 @@ async fn same_content_is_stored_once() {
 #[tokio::test]
 async fn oversize_uploads_are_refused_and_leave_nothing() {
     let limit = 64 * 1024;
-    let server = Server::start_with(&[("LANCHAT_LIMITS_MAX_ATTACHMENT_BYTES", "65536")]).await;
+    let server = TestServer::start_with(
+        ServerOptions::new().env("LANCHAT_LIMITS_MAX_ATTACHMENT_BYTES", "65536"),
+    )
+    .await;
     let alice = server.register("alice").await;
 
     // Exactly the limit is fine.
-    let ok = upload(
-        &server,
-        &alice,
-        &vec![7u8; limit],
-        "full.bin",
-        "application/octet-stream",
-    )
-    .await;
+    let ok = server
+        .upload(
+            &alice,
+            &vec![7u8; limit],
+            "full.bin",
+            "application/octet-stream",
+        )
+        .await;
     assert_eq!(ok["size"], limit);
-    let before = blobs(server.data_dir());
+    let before = blobs(&server.data_dir());
     assert_eq!(before.len(), 1);
 
     // One byte over (found while streaming), well over (refused from Content-Length),
@@ -340,30 +285,36 @@ async fn oversize_uploads_are_refused_and_leave_nothing() {
         }
         .file_name("big.bin");
         let response = server
-            .client
-            .post(server.url("/api/v1/attachments"))
-            .bearer_auth(&alice.token)
-            .multipart(Form::new().part("file", part))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{label}: {e}"));
-        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE, "{label}");
-        let body: Value = response.json().await.expect("json");
+            .send(
+                server
+                    .request(Method::POST, "/api/v1/attachments")
+                    .bearer_auth(&alice.access_token)
+                    .multipart(Form::new().part("file", part)),
+            )
+            .await;
+        assert_eq!(response.status, 413, "{label}");
+        let body = &response.json;
         assert_eq!(body["error"]["code"], "payload_too_large", "{label}");
-        assert_eq!(blobs(server.data_dir()), before, "{label}: a file was left");
         assert_eq!(
-            temp_files(server.data_dir()),
+            blobs(&server.data_dir()),
+            before,
+            "{label}: a file was left"
+        );
+        assert_eq!(
+            temp_files(&server.data_dir()),
             0,
             "{label}: a temp file was left"
         );
     }
     // The server is still fine.
-    upload(&server, &alice, b"small", "small.txt", "text/plain").await;
+    server
+        .upload(&alice, b"small", "small.txt", "text/plain")
+        .await;
 }
 
 #[tokio::test]
 async fn executable_types_are_downloads() {
-    let server = Server::start().await;
+    let server = TestServer::start().await;
     let alice = server.register("alice").await;
     let html = b"<html><body><script>alert(document.cookie)</script></body></html>";
     let svg = b"<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>";
@@ -399,10 +350,10 @@ async fn executable_types_are_downloads() {
             "application/octet-stream",
         ),
     ] {
-        let attachment = upload(&server, &alice, bytes, name, claimed).await;
+        let attachment = server.upload(&alice, bytes, name, claimed).await;
         assert_eq!(attachment["mime"], stored, "{name}");
         let response = get(&server, &alice, attachment["url"].as_str().expect("url")).await;
-        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.status, 200);
         let disposition = header(&response, "content-disposition");
         assert!(
             disposition.starts_with("attachment;"),
@@ -427,93 +378,75 @@ async fn executable_types_are_downloads() {
 
 #[tokio::test]
 async fn only_the_uploader_and_readers_of_the_message_get_the_file() {
-    let server = Server::start().await;
+    let server = TestServer::start().await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let carol = server.register("carol").await;
-    let secret = upload(&server, &alice, b"group secret", "s.txt", "text/plain").await;
-    let public = upload(&server, &alice, b"for everyone", "p.txt", "text/plain").await;
+    let secret = server
+        .upload(&alice, b"group secret", "s.txt", "text/plain")
+        .await;
+    let public = server
+        .upload(&alice, b"for everyone", "p.txt", "text/plain")
+        .await;
     let secret_url = secret["url"].as_str().expect("url").to_owned();
     let public_url = public["url"].as_str().expect("url").to_owned();
 
     // Not sent yet: only alice.
-    assert_eq!(
-        get(&server, &alice, &secret_url).await.status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        get(&server, &bob, &secret_url).await.status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(get(&server, &alice, &secret_url).await.status, 200);
+    assert_eq!(get(&server, &bob, &secret_url).await.status, 404);
 
     let group = server
-        .post_json(
-            &alice,
+        .post_ok(
             "/api/v1/conversations",
-            json!({"kind": "group", "title": "g", "member_ids": [bob.id]}),
+            &alice,
+            json!({"kind": "group", "title": "g", "member_ids": [bob.user_id]}),
         )
         .await;
     let message = server
-        .post_json(
-            &alice,
+        .post_ok(
             &format!("/api/v1/conversations/{}/messages", group["id"]),
+            &alice,
             json!({"body": "see attached", "attachment_ids": [secret["id"]]}),
         )
         .await;
     assert_eq!(message["attachments"][0]["id"], secret["id"]);
-    assert_eq!(
-        get(&server, &bob, &secret_url).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(get(&server, &bob, &secret_url).await.status, 200);
     let response = get(&server, &carol, &secret_url).await;
-    assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    let body: Value = response.json().await.expect("json");
+    assert_eq!(response.status, 404);
+    let body = &response.json;
     assert_eq!(body["error"]["code"], "not_found");
 
     // A channel is public: anyone may read what was sent there.
     let channel = server
-        .post_json(
-            &alice,
+        .post_ok(
             "/api/v1/conversations",
+            &alice,
             json!({"kind": "channel", "title": "news"}),
         )
         .await;
     server
-        .post_json(
-            &alice,
+        .post_ok(
             &format!("/api/v1/conversations/{}/messages", channel["id"]),
+            &alice,
             json!({"body": "", "attachment_ids": [public["id"]]}),
         )
         .await;
-    assert_eq!(
-        get(&server, &carol, &public_url).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(get(&server, &carol, &public_url).await.status, 200);
 
     // Deleting the message withdraws the file from the others.
-    let response = server
-        .client
-        .delete(server.url(&format!("/api/v1/messages/{}", message["id"])))
-        .bearer_auth(&alice.token)
-        .send()
-        .await
-        .expect("delete");
-    assert!(response.status().is_success());
-    assert_eq!(
-        get(&server, &bob, &secret_url).await.status(),
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        get(&server, &alice, &secret_url).await.status(),
-        StatusCode::OK
-    );
+    let (status, body) = server
+        .delete(&format!("/api/v1/messages/{}", message["id"]), &alice)
+        .await;
+    assert!((200..300).contains(&status), "delete: {status} {body}");
+    assert_eq!(get(&server, &bob, &secret_url).await.status, 404);
+    assert_eq!(get(&server, &alice, &secret_url).await.status, 200);
 }
 
 #[tokio::test]
 async fn path_tricks_never_reach_a_file() {
-    let server = Server::start().await;
+    let server = TestServer::start().await;
     let alice = server.register("alice").await;
-    upload(&server, &alice, b"mine", "m.txt", "text/plain").await;
+    server.upload(&alice, b"mine", "m.txt", "text/plain").await;
     for path in [
         "/api/v1/attachments/abc",
         "/api/v1/attachments/0",
@@ -526,12 +459,9 @@ async fn path_tricks_never_reach_a_file() {
         "/api/v1/attachments/99999999999999999999999",
     ] {
         let response = get(&server, &alice, path).await;
-        let status = response.status();
-        let body = response.text().await.expect("body");
-        assert!(
-            status == StatusCode::NOT_FOUND || status == StatusCode::BAD_REQUEST,
-            "{path}: {status}"
-        );
+        let status = response.status;
+        let body = &response.text;
+        assert!(status == 404 || status == 400, "{path}: {status}");
         assert!(!body.contains("root:"), "{path}: {body}");
     }
     // Sent raw, without the client normalizing the dots away.
@@ -540,7 +470,7 @@ async fn path_tricks_never_reach_a_file() {
         "/api/v1/attachments/../../../../../../etc/passwd",
         "/api/v1/attachments/..%2f..%2fetc%2fpasswd",
     ] {
-        let (status, body) = server.raw_get(path, &alice.token).await;
+        let (status, body) = server.raw_get(path, &alice.access_token).await;
         assert!(status == 404 || status == 400, "{path}: {status} {body}");
         assert!(!body.contains("root:"), "{path}: {body}");
     }
@@ -559,17 +489,17 @@ fn png(width: u32, height: u32) -> Vec<u8> {
 
 #[tokio::test]
 async fn images_get_dimensions_and_previews() {
-    let server = Server::start().await;
+    let server = TestServer::start().await;
     let alice = server.register("alice").await;
     // The client's type does not matter: the bytes are a PNG.
-    let big = upload(
-        &server,
-        &alice,
-        &png(1000, 500),
-        "photo.png",
-        "application/octet-stream",
-    )
-    .await;
+    let big = server
+        .upload(
+            &alice,
+            &png(1000, 500),
+            "photo.png",
+            "application/octet-stream",
+        )
+        .await;
     assert_eq!(big["mime"], "image/png");
     assert_eq!(
         (big["width"].as_i64(), big["height"].as_i64()),
@@ -583,23 +513,21 @@ async fn images_get_dimensions_and_previews() {
 
     for round in 0..2 {
         let response = get(&server, &alice, &format!("{url}?thumb=1")).await;
-        assert_eq!(response.status(), StatusCode::OK, "round {round}");
+        assert_eq!(response.status, 200, "round {round}");
         assert_eq!(header(&response, "content-type"), "image/jpeg");
         let etag = header(&response, "etag").to_owned();
         assert_ne!(etag, header(&original, "etag"));
-        let bytes = response.bytes().await.expect("body");
-        let preview = image::load_from_memory(&bytes).expect("a JPEG");
+        let preview = image::load_from_memory(&response.bytes).expect("a JPEG");
         assert_eq!((preview.width(), preview.height()), (320, 160));
         // Conditional requests work on previews too.
-        let response = server
-            .client
-            .get(server.url(&format!("{url}?thumb=1")))
-            .bearer_auth(&alice.token)
-            .header("if-none-match", &etag)
-            .send()
-            .await
-            .expect("conditional");
-        assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+        let response = get_with(
+            &server,
+            &alice,
+            &format!("{url}?thumb=1"),
+            &[("if-none-match", &etag)],
+        )
+        .await;
+        assert_eq!(response.status, 304);
     }
     // Cached on disk next to the file.
     let sha = big["sha256"].as_str().expect("sha");
@@ -611,7 +539,9 @@ async fn images_get_dimensions_and_previews() {
     assert!(cached.is_file());
 
     // A small image is its own preview; a non-image is served as itself.
-    let small = upload(&server, &alice, &png(100, 50), "icon.png", "image/png").await;
+    let small = server
+        .upload(&alice, &png(100, 50), "icon.png", "image/png")
+        .await;
     let response = get(
         &server,
         &alice,
@@ -619,17 +549,19 @@ async fn images_get_dimensions_and_previews() {
     )
     .await;
     assert_eq!(header(&response, "content-type"), "image/png");
-    let text = upload(&server, &alice, b"just text", "t.txt", "text/plain").await;
+    let text = server
+        .upload(&alice, b"just text", "t.txt", "text/plain")
+        .await;
     let response = get(
         &server,
         &alice,
         &format!("{}?thumb=1", text["url"].as_str().expect("url")),
     )
     .await;
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.bytes().await.expect("body").as_ref(), b"just text");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.bytes.as_slice(), b"just text");
     let response = get(&server, &alice, &format!("{url}?thumb=maybe")).await;
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.status, 400);
 }
 
 /// In-process: records older than the limit and never sent are removed with
@@ -732,158 +664,4 @@ async fn cleanup_removes_unsent_uploads() {
         .expect("cleanup");
     assert_eq!(report, attachments::CleanupReport::default());
     state.db.writer.shutdown().await;
-}
-
-/// A private harness: start the real binary on a free port in a temp data dir.
-/// (Each test file has its own copy; not every file uses every helper.)
-#[allow(dead_code)]
-mod harness {
-    use std::io::{BufRead, BufReader};
-    use std::path::Path;
-    use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
-
-    use serde_json::{Value, json};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    pub struct User {
-        pub id: i64,
-        pub token: String,
-    }
-
-    pub struct Server {
-        child: Child,
-        pub addr: String,
-        pub client: reqwest::Client,
-        data_dir: tempfile::TempDir,
-    }
-
-    impl Server {
-        pub async fn start() -> Server {
-            Server::start_with(&[]).await
-        }
-
-        pub async fn start_with(env: &[(&str, &str)]) -> Server {
-            let data_dir = tempfile::tempdir().expect("tempdir");
-            let show_log = std::env::var_os("LANCHAT_TEST_LOG").is_some();
-            let mut child = Command::new(env!("CARGO_BIN_EXE_lanchat"))
-                .arg("--data-dir")
-                .arg(data_dir.path())
-                .arg("--listen")
-                .arg("127.0.0.1:0")
-                .envs(env.iter().copied())
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(if show_log {
-                    Stdio::inherit()
-                } else {
-                    Stdio::null()
-                })
-                .spawn()
-                .expect("start lanchat");
-            let stdout = child.stdout.take().expect("stdout");
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let mut lines = BufReader::new(stdout).lines();
-                if let Some(Ok(first)) = lines.next() {
-                    let _ = tx.send(first);
-                }
-                // Keep reading so the server never blocks on a full pipe.
-                for _ in lines {}
-            });
-            let first = rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("lanchat printed nothing");
-            let addr = first
-                .strip_prefix("lanchat listening on http://")
-                .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-                .trim()
-                .to_owned();
-            let server = Server {
-                child,
-                addr,
-                client: reqwest::Client::new(),
-                data_dir,
-            };
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if let Ok(response) = server.client.get(server.url("/healthz")).send().await
-                    && response.status().is_success()
-                {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "lanchat did not become healthy");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            server
-        }
-
-        pub fn url(&self, path: &str) -> String {
-            format!("http://{}{path}", self.addr)
-        }
-
-        pub fn data_dir(&self) -> &Path {
-            self.data_dir.path()
-        }
-
-        pub async fn register(&self, username: &str) -> User {
-            let response = self
-                .client
-                .post(self.url("/api/v1/auth/register"))
-                .json(&json!({"username": username, "password": "correct horse battery"}))
-                .send()
-                .await
-                .expect("register");
-            assert_eq!(response.status(), reqwest::StatusCode::CREATED);
-            let body: Value = response.json().await.expect("json");
-            User {
-                id: body["user"]["id"].as_i64().expect("id"),
-                token: body["access_token"].as_str().expect("token").to_owned(),
-            }
-        }
-
-        /// POST JSON, expecting success; returns the body.
-        pub async fn post_json(&self, user: &User, path: &str, body: Value) -> Value {
-            let response = self
-                .client
-                .post(self.url(path))
-                .bearer_auth(&user.token)
-                .json(&body)
-                .send()
-                .await
-                .expect("post");
-            let status = response.status();
-            let body: Value = response.json().await.expect("json");
-            assert!(status.is_success(), "POST {path}: {status} {body}");
-            body
-        }
-
-        /// A GET with the path sent exactly as given (no client normalization).
-        pub async fn raw_get(&self, path: &str, token: &str) -> (u16, String) {
-            let mut stream = tokio::net::TcpStream::connect(&self.addr)
-                .await
-                .expect("connect");
-            let request = format!(
-                "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n",
-                self.addr
-            );
-            stream.write_all(request.as_bytes()).await.expect("write");
-            let mut response = Vec::new();
-            stream.read_to_end(&mut response).await.expect("read");
-            let text = String::from_utf8_lossy(&response).into_owned();
-            let status = text
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            (status, text)
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }

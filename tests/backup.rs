@@ -3,18 +3,14 @@
 //! working server; `lanchat backup` beside a running server; scheduled backups
 //! with pruning; restores that must be refused.
 
-mod admin_support;
+mod common;
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use admin_support::{
-    ADMIN_PASSWORD, Server, create_user, data_dir_with_admin, dump_database, run_cli, seed_content,
-};
-use reqwest::{Method, StatusCode};
-use serde_json::json;
+use common::*;
 
 /// The archive's entries: path → content.
 fn read_archive(bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
@@ -41,12 +37,13 @@ fn leftover_temp_files(dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_from_a_running_server_restores_everything() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let data_dir = data_dir_with_admin(tmp.path());
-    create_user(&data_dir, "bob", "bob password 1", false);
-    let files = seed_content(&data_dir);
-    let server = Server::start(&data_dir, &[]).await;
-    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let sandbox = Sandbox::new();
+    sandbox.create_user("admin", true);
+    sandbox.create_user("bob", false);
+    let files = sandbox.seed_content();
+    let mut server = TestServer::start_in(sandbox, ServerOptions::new()).await;
+    let data_dir = server.data_dir();
+    let admin = server.login("admin", PASSWORD).await;
     // Changes made through the running server are in the snapshot too.
     let (status, _) = server
         .post(
@@ -55,7 +52,7 @@ async fn backup_from_a_running_server_restores_everything() {
             json!({"username": "zed", "password": "zed password 1"}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(status, 201);
     let (status, _) = server
         .patch(
             "/api/v1/admin/settings",
@@ -63,17 +60,17 @@ async fn backup_from_a_running_server_restores_everything() {
             json!({"server_name": "Backed up"}),
         )
         .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, 200);
 
     let response = server
-        .http
-        .post(server.url("/api/v1/admin/backup"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .expect("backup request");
-    assert_eq!(response.status(), StatusCode::OK);
-    let headers = response.headers().clone();
+        .send(
+            server
+                .request(Method::POST, "/api/v1/admin/backup")
+                .bearer_auth(&admin.access_token),
+        )
+        .await;
+    assert_eq!(response.status, 200, "{}", response.text);
+    let headers = response.headers.clone();
     assert_eq!(headers["content-type"], "application/x-tar");
     let disposition = headers["content-disposition"].to_str().expect("ascii");
     assert!(
@@ -86,7 +83,7 @@ async fn backup_from_a_running_server_restores_everything() {
         .expect("ascii")
         .parse()
         .expect("number");
-    let bytes = response.bytes().await.expect("archive");
+    let bytes = response.bytes;
     assert_eq!(bytes.len(), length);
     // The temporary archive and snapshot are gone once the download is done.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -97,8 +94,7 @@ async fn backup_from_a_running_server_restores_everything() {
     );
 
     let entries = read_archive(&bytes);
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&entries["manifest.json"]).expect("manifest");
+    let manifest: Value = serde_json::from_slice(&entries["manifest.json"]).expect("manifest");
     assert_eq!(manifest["format"], 1);
     assert_eq!(manifest["lanchat_version"], env!("CARGO_PKG_VERSION"));
     assert!(manifest["schema_version"].as_i64().expect("schema") >= 1);
@@ -120,52 +116,41 @@ async fn backup_from_a_running_server_restores_everything() {
         "{:?}",
         entries.keys()
     );
-    let archive_path = tmp.path().join("download.tar");
+    let archive_path = server.sandbox().root().join("download.tar");
     std::fs::write(&archive_path, &bytes).expect("save");
 
-    server.stop();
-    let original = dump_database(&data_dir.join("lanchat.db"));
+    server.stop().await;
+    let original = dump_database(&server.sandbox().db_path());
 
     // Restore into a directory that does not exist yet.
-    let restored = tmp.path().join("restored");
-    let restored_arg = restored.to_str().expect("utf-8");
+    let restored = Sandbox::new();
     let archive_arg = archive_path.to_str().expect("utf-8");
-    let (ok, stdout, stderr) = run_cli(&["--data-dir", restored_arg, "restore", archive_arg], None);
-    assert!(ok, "restore failed: {stdout}\n{stderr}");
-    assert!(stdout.contains("restored"), "{stdout}");
-    assert_eq!(dump_database(&restored.join("lanchat.db")), original);
+    let out = restored.run(&["restore", archive_arg], None);
+    out.assert_success();
+    assert!(out.stdout.contains("restored"), "{out}");
+    assert_eq!(dump_database(&restored.db_path()), original);
     for file in &files {
         assert_eq!(
-            std::fs::read(restored.join(file)).expect("restored file"),
+            std::fs::read(restored.data_dir().join(file)).expect("restored file"),
             std::fs::read(data_dir.join(file)).expect("original file"),
             "{file}"
         );
     }
-    assert!(!restored.join("files/tmp").exists());
+    assert!(!restored.data_dir().join("files/tmp").exists());
 
     // Restoring again into the now non-empty directory is refused, untouched.
-    let before = dump_database(&restored.join("lanchat.db"));
-    let (ok, _, stderr) = run_cli(&["--data-dir", restored_arg, "restore", archive_arg], None);
-    assert!(!ok);
-    assert!(stderr.contains("not empty"), "{stderr}");
-    assert_eq!(dump_database(&restored.join("lanchat.db")), before);
+    let before = dump_database(&restored.db_path());
+    let out = restored.run(&["restore", archive_arg], None);
+    assert!(out.assert_failure().contains("not empty"), "{out}");
+    assert_eq!(dump_database(&restored.db_path()), before);
     // So is restoring over the live data directory.
-    let (ok, _, stderr) = run_cli(
-        &[
-            "--data-dir",
-            data_dir.to_str().expect("utf-8"),
-            "restore",
-            archive_arg,
-        ],
-        None,
-    );
-    assert!(!ok);
-    assert!(stderr.contains("not empty"), "{stderr}");
+    let out = server.sandbox().run(&["restore", archive_arg], None);
+    assert!(out.assert_failure().contains("not empty"), "{out}");
 
     // A server on the restored directory has the same accounts and data.
-    let server = Server::start(&restored, &[]).await;
-    let admin = server.login("admin", ADMIN_PASSWORD).await;
-    server.login("bob", "bob password 1").await;
+    let mut server = TestServer::start_in(restored, ServerOptions::new()).await;
+    let admin = server.login("admin", PASSWORD).await;
+    server.login("bob", PASSWORD).await;
     server.login("zed", "zed password 1").await;
     let (_, settings) = server.get("/api/v1/admin/settings", &admin).await;
     assert_eq!(settings["server_name"], "Backed up");
@@ -173,16 +158,17 @@ async fn backup_from_a_running_server_restores_everything() {
     assert_eq!(stats["users"], 3);
     assert_eq!(stats["conversations"], 2);
     assert_eq!(stats["messages"], 2);
-    server.stop();
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_backup_works_beside_a_running_server() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let data_dir = data_dir_with_admin(tmp.path());
-    let files = seed_content(&data_dir);
-    let server = Server::start(&data_dir, &[]).await;
-    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let sandbox = Sandbox::new();
+    sandbox.create_user("admin", true);
+    let files = sandbox.seed_content();
+    let mut server = TestServer::start_in(sandbox, ServerOptions::new()).await;
+    let root = server.sandbox().root().to_owned();
+    let admin = server.login("admin", PASSWORD).await;
     let (status, _) = server
         .post(
             "/api/v1/admin/users",
@@ -190,51 +176,36 @@ async fn cli_backup_works_beside_a_running_server() {
             json!({"username": "live", "password": "live password 1"}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(status, 201);
 
-    let dir_arg = data_dir.to_str().expect("utf-8");
-    let out = tmp.path().join("cli.tar");
-    let out_arg = out.to_str().expect("utf-8");
-    let (ok, stdout, stderr) = run_cli(&["--data-dir", dir_arg, "backup", out_arg], None);
-    assert!(ok, "backup failed: {stdout}\n{stderr}");
-    assert!(stdout.contains("2 attachment file(s)"), "{stdout}");
+    let archive = root.join("cli.tar");
+    let archive_arg = archive.to_str().expect("utf-8");
+    let out = server.sandbox().run(&["backup", archive_arg], None);
+    out.assert_success();
+    assert!(out.stdout.contains("2 attachment file(s)"), "{out}");
     // The server is unaffected and still writes.
     let (status, _) = server
         .post("/api/v1/admin/invites", &admin, json!({}))
         .await;
-    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(status, 201);
     // An existing archive is never overwritten.
-    let (ok, _, stderr) = run_cli(&["--data-dir", dir_arg, "backup", out_arg], None);
-    assert!(!ok);
-    assert!(stderr.contains("already exists"), "{stderr}");
-    assert!(leftover_temp_files(tmp.path()).is_empty());
-    server.stop();
+    let out = server.sandbox().run(&["backup", archive_arg], None);
+    assert!(out.assert_failure().contains("already exists"), "{out}");
+    assert!(leftover_temp_files(&root).is_empty());
+    server.stop().await;
 
     // With the server stopped it works as well.
-    let stopped = tmp.path().join("stopped.tar");
-    let (ok, stdout, stderr) = run_cli(
-        &[
-            "--data-dir",
-            dir_arg,
-            "backup",
-            stopped.to_str().expect("utf-8"),
-        ],
-        None,
-    );
-    assert!(ok, "backup of a stopped server failed: {stdout}\n{stderr}");
+    let stopped = root.join("stopped.tar");
+    let out = server
+        .sandbox()
+        .run(&["backup", stopped.to_str().expect("utf-8")], None);
+    assert!(out.success(), "backup of a stopped server failed: {out}");
 
-    let restored = tmp.path().join("restored");
-    let (ok, stdout, stderr) = run_cli(
-        &[
-            "--data-dir",
-            restored.to_str().expect("utf-8"),
-            "restore",
-            out_arg,
-        ],
-        None,
-    );
-    assert!(ok, "restore failed: {stdout}\n{stderr}");
-    let users: Vec<String> = dump_database(&restored.join("lanchat.db"))
+    let restored = Sandbox::new();
+    restored
+        .run(&["restore", archive_arg], None)
+        .assert_success();
+    let users: Vec<String> = dump_database(&restored.db_path())
         .into_iter()
         .find(|(table, _)| table == "users")
         .expect("users table")
@@ -242,46 +213,36 @@ async fn cli_backup_works_beside_a_running_server() {
     assert_eq!(users.len(), 2);
     assert!(users[1].contains("\"live\""), "{users:?}");
     for file in &files {
-        assert!(restored.join(file).is_file(), "{file}");
+        assert!(restored.data_dir().join(file).is_file(), "{file}");
     }
 
     // No database there: a clear error, nothing created.
-    let nowhere = tmp.path().join("nowhere");
-    let (ok, _, stderr) = run_cli(
-        &[
-            "--data-dir",
-            nowhere.to_str().expect("utf-8"),
-            "backup",
-            tmp.path().join("x.tar").to_str().expect("utf-8"),
-        ],
+    let nowhere = Sandbox::new();
+    let out = nowhere.run(
+        &["backup", root.join("x.tar").to_str().expect("utf-8")],
         None,
     );
-    assert!(!ok);
-    assert!(stderr.contains("no lanchat database"), "{stderr}");
-    assert!(!nowhere.exists());
+    assert!(
+        out.assert_failure().contains("no lanchat database"),
+        "{out}"
+    );
+    assert!(!nowhere.data_dir().exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_refuses_what_is_not_a_backup() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let junk = tmp.path().join("junk.tar");
-    std::fs::write(&junk, b"this is not an archive at all").expect("write");
-    let target = tmp.path().join("target");
-    let (ok, _, stderr) = run_cli(
-        &[
-            "--data-dir",
-            target.to_str().expect("utf-8"),
-            "restore",
-            junk.to_str().expect("utf-8"),
-        ],
-        None,
+    let sandbox = Sandbox::new();
+    let junk = sandbox.write_file("junk.tar", "this is not an archive at all");
+    let target = sandbox.data_dir();
+    let out = sandbox.run(&["restore", junk.to_str().expect("utf-8")], None);
+    assert!(
+        out.assert_failure().contains("not a lanchat backup"),
+        "{out}"
     );
-    assert!(!ok);
-    assert!(stderr.contains("not a lanchat backup"), "{stderr}");
     assert!(!target.exists(), "nothing is left behind");
 
     // A tar whose entry climbs out of the data directory.
-    let evil = tmp.path().join("evil.tar");
+    let evil = sandbox.root().join("evil.tar");
     {
         let mut builder = tar::Builder::new(std::fs::File::create(&evil).expect("create"));
         let manifest = json!({
@@ -305,18 +266,9 @@ async fn restore_refuses_what_is_not_a_backup() {
         builder.finish().expect("finish");
     }
     std::fs::create_dir(&target).expect("empty target");
-    let (ok, _, stderr) = run_cli(
-        &[
-            "--data-dir",
-            target.to_str().expect("utf-8"),
-            "restore",
-            evil.to_str().expect("utf-8"),
-        ],
-        None,
-    );
-    assert!(!ok);
-    assert!(stderr.contains("unsafe"), "{stderr}");
-    assert!(!tmp.path().join("escaped").exists());
+    let out = sandbox.run(&["restore", evil.to_str().expect("utf-8")], None);
+    assert!(out.assert_failure().contains("unsafe"), "{out}");
+    assert!(!sandbox.root().join("escaped").exists());
     assert_eq!(
         std::fs::read_dir(&target).expect("list").count(),
         0,
@@ -326,19 +278,15 @@ async fn restore_refuses_what_is_not_a_backup() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_backups_keep_the_newest() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let data_dir = data_dir_with_admin(tmp.path());
-    seed_content(&data_dir);
-    let backups = tmp.path().join("backups");
-    let server = Server::start(
-        &data_dir,
-        &[
-            ("LANCHAT_BACKUP_EVERY", "1s"),
-            ("LANCHAT_BACKUP_KEEP", "2"),
-            ("LANCHAT_BACKUP_DIR", backups.to_str().expect("utf-8")),
-        ],
-    )
-    .await;
+    let sandbox = Sandbox::new();
+    sandbox.create_user("admin", true);
+    sandbox.seed_content();
+    let backups = sandbox.root().join("backups");
+    let options = ServerOptions::new()
+        .env("LANCHAT_BACKUP_EVERY", "1s")
+        .env("LANCHAT_BACKUP_KEEP", "2")
+        .env("LANCHAT_BACKUP_DIR", backups.to_str().expect("utf-8"));
+    let mut server = TestServer::start_in(sandbox, options).await;
     let archives = || -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(&backups)
             .map(|entries| {
@@ -354,10 +302,7 @@ async fn scheduled_backups_keep_the_newest() {
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let written = server
-            .log_text()
-            .matches("scheduled backup written")
-            .count();
+        let written = server.stderr().matches("scheduled backup written").count();
         let present = archives();
         assert!(present.len() <= 2, "never more than keep=2: {present:?}");
         if written >= 4 {
@@ -366,48 +311,41 @@ async fn scheduled_backups_keep_the_newest() {
         assert!(
             Instant::now() < deadline,
             "only {written} scheduled backups in time; log:\n{}",
-            server.log_text()
+            server.stderr()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    server.stop();
+    server.stop().await;
     let present = archives();
     assert_eq!(present.len(), 2, "{present:?}");
     assert!(leftover_temp_files(&backups).is_empty());
     // The newest one is a complete backup.
-    let restored = tmp.path().join("restored");
+    let restored = Sandbox::new();
     let newest = backups.join(&present[1]);
-    let (ok, stdout, stderr) = run_cli(
-        &[
-            "--data-dir",
-            restored.to_str().expect("utf-8"),
-            "restore",
-            newest.to_str().expect("utf-8"),
-        ],
-        None,
-    );
-    assert!(ok, "restore failed: {stdout}\n{stderr}");
+    restored
+        .run(&["restore", newest.to_str().expect("utf-8")], None)
+        .assert_success();
     assert_eq!(
-        dump_database(&restored.join("lanchat.db")),
-        dump_database(&data_dir.join("lanchat.db"))
+        dump_database(&restored.db_path()),
+        dump_database(&server.sandbox().db_path())
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_admins_cannot_download_backups() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let data_dir = data_dir_with_admin(tmp.path());
-    create_user(&data_dir, "bob", "bob password 1", false);
-    let server = Server::start(&data_dir, &[]).await;
-    let bob = server.login("bob", "bob password 1").await;
+    let sandbox = Sandbox::new();
+    sandbox.create_user("admin", true);
+    sandbox.create_user("bob", false);
+    let mut server = TestServer::start_in(sandbox, ServerOptions::new()).await;
+    let bob = server.login("bob", PASSWORD).await;
     let (status, body) = server
-        .call(Method::POST, "/api/v1/admin/backup", Some(&bob), None)
+        .call(Method::POST, "/api/v1/admin/backup", &bob, None)
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(status, 403, "{body}");
     let (status, _) = server
-        .call(Method::POST, "/api/v1/admin/backup", None, None)
+        .call(Method::POST, "/api/v1/admin/backup", ANON, None)
         .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert!(leftover_temp_files(&data_dir).is_empty());
-    server.stop();
+    assert_eq!(status, 401);
+    assert!(leftover_temp_files(&server.data_dir()).is_empty());
+    server.stop().await;
 }

@@ -1,10 +1,9 @@
 //! Operations against the real binary: `/metrics` (format, series, route
 //! normalisation, access modes), `/healthz`, and JSON logs.
 
-mod admin_support;
+mod common;
 
-use admin_support::{ADMIN_PASSWORD, Server, create_user, data_dir_with_admin};
-use reqwest::StatusCode;
+use common::*;
 
 /// Checks the exposition line by line: comments, `name{labels} value` samples,
 /// and the closing `# EOF`. Returns the samples as (series, value).
@@ -55,43 +54,27 @@ fn value_of(samples: &[(String, f64)], series: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_from_loopback_have_every_series() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&data_dir_with_admin(tmp.path()), &[]).await;
-    let health: serde_json::Value = server
-        .http
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .expect("healthz")
-        .json()
-        .await
-        .expect("json");
+    let mut server = TestServer::start_with(ServerOptions::new().admin("admin")).await;
+    let (status, health) = server.get("/healthz", ANON).await;
+    assert_eq!(status, 200, "{health}");
     assert_eq!(health["status"], "ok");
     assert_eq!(health["db"], "ok");
     assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
     // A write (a new session) and a request with an id in its path.
-    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let admin = server.login("admin", PASSWORD).await;
     let (status, _) = server.get("/api/v1/users/424242", &admin).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(status, 404);
     let (status, _) = server.get("/some/page/of/the/web/client", &admin).await;
-    assert!(status.is_success() || status == StatusCode::NOT_FOUND);
+    assert!((200..300).contains(&status) || status == 404);
 
-    let response = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics");
-    assert_eq!(response.status(), StatusCode::OK);
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
+    let response = server.send(server.request(Method::GET, "/metrics")).await;
+    assert_eq!(response.status, 200);
+    let content_type = response.header("content-type").expect("a content type");
     assert!(
         content_type.starts_with("application/openmetrics-text"),
         "{content_type}"
     );
-    let text = response.text().await.expect("text");
+    let text = response.text;
     let samples = parse_exposition(&text);
     for series in [
         "lanchat_websocket_connections",
@@ -145,68 +128,63 @@ async fn metrics_from_loopback_have_every_series() {
         !text.contains("web/client"),
         "client paths never become labels"
     );
-    server.stop();
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_access_modes() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let data_dir = data_dir_with_admin(tmp.path());
-    create_user(&data_dir, "bob", "bob password 1", false);
+    let sandbox = Sandbox::new();
+    sandbox.create_user("admin", true);
+    sandbox.create_user("bob", false);
 
-    let server = Server::start(&data_dir, &[("LANCHAT_METRICS_ACCESS", "off")]).await;
-    let (status, body) = server
-        .call(reqwest::Method::GET, "/metrics", None, None)
-        .await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let options = ServerOptions::new().env("LANCHAT_METRICS_ACCESS", "off");
+    let mut server = TestServer::start_in(sandbox, options).await;
+    let (status, body) = server.get("/metrics", ANON).await;
+    assert_eq!(status, 404, "{body}");
     assert_eq!(body["error"]["code"], "not_found");
-    server.stop();
+    server.stop().await;
 
-    let server = Server::start(&data_dir, &[("LANCHAT_METRICS_ACCESS", "admins")]).await;
-    let (status, _) = server
-        .call(reqwest::Method::GET, "/metrics", None, None)
-        .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let bob = server.login("bob", "bob password 1").await;
+    server.set_env("LANCHAT_METRICS_ACCESS", "admins");
+    server.start_again().await;
+    let (status, _) = server.get("/metrics", ANON).await;
+    assert_eq!(status, 401);
+    let bob = server.login("bob", PASSWORD).await;
     let (status, body) = server.get("/metrics", &bob).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    assert_eq!(status, 403, "{body}");
+    let admin = server.login("admin", PASSWORD).await;
     let response = server
-        .http
-        .get(server.url("/metrics"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .expect("metrics");
-    assert_eq!(response.status(), StatusCode::OK);
-    parse_exposition(&response.text().await.expect("text"));
-    server.stop();
+        .send(
+            server
+                .request(Method::GET, "/metrics")
+                .bearer_auth(&admin.access_token),
+        )
+        .await;
+    assert_eq!(response.status, 200);
+    parse_exposition(&response.text);
+    server.stop().await;
 
-    let server = Server::start(&data_dir, &[("LANCHAT_METRICS_ACCESS", "anyone")]).await;
-    let response = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics");
-    assert_eq!(response.status(), StatusCode::OK);
-    server.stop();
+    server.set_env("LANCHAT_METRICS_ACCESS", "anyone");
+    server.start_again().await;
+    let response = server.send(server.request(Method::GET, "/metrics")).await;
+    assert_eq!(response.status, 200);
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_can_be_json() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(
-        &data_dir_with_admin(tmp.path()),
-        &[("LANCHAT_LOG_FORMAT", "json")],
+    let mut server = TestServer::start_with(
+        ServerOptions::new()
+            .admin("admin")
+            .env("LANCHAT_LOG_FORMAT", "json"),
     )
     .await;
-    let log = server.log_text();
-    server.stop();
+    // Stopping first waits for the whole log (and checks the shutdown lines too).
+    server.stop().await;
+    let log = server.stderr();
     let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!lines.is_empty(), "no log output");
     for line in lines {
-        let value: serde_json::Value =
+        let value: Value =
             serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
         assert!(value["level"].is_string(), "{line}");
     }

@@ -2,40 +2,31 @@
 //! queries, privacy, channels, filters, pagination, snippets, and text in
 //! languages written without spaces.
 
-use reqwest::StatusCode;
-use serde_json::{Value, json};
+mod common;
 
-use harness::{Server, User};
+use common::*;
 
-async fn send(server: &Server, user: &User, conversation: &Value, body: &str) -> i64 {
+async fn send(server: &TestServer, user: &Session, conversation: &Value, body: &str) -> i64 {
     let message = server
-        .post_json(
-            user,
+        .post_ok(
             &format!("/api/v1/conversations/{}/messages", conversation["id"]),
+            user,
             json!({"body": body}),
         )
         .await;
     message["id"].as_i64().expect("id")
 }
 
-async fn search_raw(server: &Server, user: &User, params: &[(&str, &str)]) -> reqwest::Response {
+async fn search_raw(server: &TestServer, user: &Session, params: &[(&str, &str)]) -> (u16, Value) {
     let query = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(params)
         .finish();
-    server
-        .client
-        .get(server.url(&format!("/api/v1/search?{query}")))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .expect("search")
+    server.get(&format!("/api/v1/search?{query}"), user).await
 }
 
-async fn search(server: &Server, user: &User, params: &[(&str, &str)]) -> Value {
-    let response = search_raw(server, user, params).await;
-    let status = response.status();
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(status, StatusCode::OK, "{params:?}: {body}");
+async fn search(server: &TestServer, user: &Session, params: &[(&str, &str)]) -> Value {
+    let (status, body) = search_raw(server, user, params).await;
+    assert_eq!(status, 200, "{params:?}: {body}");
     body
 }
 
@@ -50,28 +41,28 @@ fn ids(page: &Value) -> Vec<i64> {
 
 #[tokio::test]
 async fn search_end_to_end() {
-    let server = Server::start().await;
+    let server = TestServer::start().await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let carol = server.register("carol").await;
     let group = server
-        .post_json(
-            &alice,
+        .post_ok(
             "/api/v1/conversations",
-            json!({"kind": "group", "title": "plans", "member_ids": [bob.id]}),
+            &alice,
+            json!({"kind": "group", "title": "plans", "member_ids": [bob.user_id]}),
         )
         .await;
     let direct = server
-        .post_json(
-            &alice,
+        .post_ok(
             "/api/v1/conversations",
-            json!({"kind": "direct", "user_id": carol.id}),
+            &alice,
+            json!({"kind": "direct", "user_id": carol.user_id}),
         )
         .await;
     let channel = server
-        .post_json(
-            &bob,
+        .post_ok(
             "/api/v1/conversations",
+            &bob,
             json!({"kind": "channel", "title": "general"}),
         )
         .await;
@@ -173,7 +164,7 @@ async fn search_end_to_end() {
     assert!(ids(&search(&server, &carol, &[("q", "hello")]).await).is_empty());
     assert!(ids(&search(&server, &carol, &[("q", "天气")]).await).is_empty());
     // Naming a conversation one cannot read is a 404, as everywhere.
-    let response = search_raw(
+    let (status, body) = search_raw(
         &server,
         &carol,
         &[
@@ -182,7 +173,7 @@ async fn search_end_to_end() {
         ],
     )
     .await;
-    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(status, 404, "{body}");
 
     // Chinese and Japanese are found inside runs of characters.
     let page = search(&server, &bob, &[("q", "天气")]).await;
@@ -209,7 +200,7 @@ async fn search_end_to_end() {
     let from_bob = search(
         &server,
         &alice,
-        &[("q", "fox"), ("from", &bob.id.to_string())],
+        &[("q", "fox"), ("from", &bob.user_id.to_string())],
     )
     .await;
     assert_eq!(ids(&from_bob), vec![reversed]);
@@ -222,15 +213,14 @@ async fn search_end_to_end() {
     assert!(ids(&in_group).is_empty());
 
     // Edits and deletions reach the index.
-    let response = server
-        .client
-        .patch(server.url(&format!("/api/v1/messages/{hello}")))
-        .bearer_auth(&alice.token)
-        .json(&json!({"body": "goodbye moon"}))
-        .send()
-        .await
-        .expect("edit");
-    assert!(response.status().is_success());
+    let (status, body) = server
+        .patch(
+            &format!("/api/v1/messages/{hello}"),
+            &alice,
+            json!({"body": "goodbye moon"}),
+        )
+        .await;
+    assert!((200..300).contains(&status), "edit: {status} {body}");
     assert_eq!(
         ids(&search(&server, &alice, &[("q", "hello")]).await),
         vec![reversed]
@@ -239,14 +229,10 @@ async fn search_end_to_end() {
         ids(&search(&server, &alice, &[("q", "moon")]).await),
         vec![hello]
     );
-    let response = server
-        .client
-        .delete(server.url(&format!("/api/v1/messages/{reversed}")))
-        .bearer_auth(&bob.token)
-        .send()
-        .await
-        .expect("delete");
-    assert!(response.status().is_success());
+    let (status, body) = server
+        .delete(&format!("/api/v1/messages/{reversed}"), &bob)
+        .await;
+    assert!((200..300).contains(&status), "delete: {status} {body}");
     assert!(ids(&search(&server, &alice, &[("q", "hello")]).await).is_empty());
 
     // Bad requests.
@@ -257,34 +243,24 @@ async fn search_end_to_end() {
         (vec![("q", "x"), ("cursor", "abc")], "cursor"),
         (vec![("q", "x"), ("from", "-1")], "from"),
     ] {
-        let response = search_raw(&server, &alice, &params).await;
-        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{params:?}");
-        let body: Value = response.json().await.expect("json");
+        let (status, body) = search_raw(&server, &alice, &params).await;
+        assert_eq!(status, 400, "{params:?}: {body}");
         assert_eq!(body["error"]["field"], field, "{params:?}");
     }
-    let body: Value = search_raw(&server, &alice, &[("q", "")])
-        .await
-        .json()
-        .await
-        .expect("json");
+    let (_, body) = search_raw(&server, &alice, &[("q", "")]).await;
     assert_eq!(body["error"]["code"], "validation_failed");
-    let response = server
-        .client
-        .get(server.url("/api/v1/search?q=hello"))
-        .send()
-        .await
-        .expect("anon");
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let (status, body) = server.get("/api/v1/search?q=hello", ANON).await;
+    assert_eq!(status, 401, "{body}");
 }
 
 #[tokio::test]
 async fn pages_follow_the_cursor() {
-    let server = Server::start().await;
+    let server = TestServer::start().await;
     let alice = server.register("alice").await;
     let channel = server
-        .post_json(
-            &alice,
+        .post_ok(
             "/api/v1/conversations",
+            &alice,
             json!({"kind": "channel", "title": "log"}),
         )
         .await;
@@ -314,158 +290,4 @@ async fn pages_follow_the_cursor() {
     }
     assert_eq!(seen, sent);
     assert_eq!(pages, 3);
-}
-
-/// A private harness: start the real binary on a free port in a temp data dir.
-/// (Each test file has its own copy; not every file uses every helper.)
-#[allow(dead_code)]
-mod harness {
-    use std::io::{BufRead, BufReader};
-    use std::path::Path;
-    use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
-
-    use serde_json::{Value, json};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    pub struct User {
-        pub id: i64,
-        pub token: String,
-    }
-
-    pub struct Server {
-        child: Child,
-        pub addr: String,
-        pub client: reqwest::Client,
-        data_dir: tempfile::TempDir,
-    }
-
-    impl Server {
-        pub async fn start() -> Server {
-            Server::start_with(&[]).await
-        }
-
-        pub async fn start_with(env: &[(&str, &str)]) -> Server {
-            let data_dir = tempfile::tempdir().expect("tempdir");
-            let show_log = std::env::var_os("LANCHAT_TEST_LOG").is_some();
-            let mut child = Command::new(env!("CARGO_BIN_EXE_lanchat"))
-                .arg("--data-dir")
-                .arg(data_dir.path())
-                .arg("--listen")
-                .arg("127.0.0.1:0")
-                .envs(env.iter().copied())
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(if show_log {
-                    Stdio::inherit()
-                } else {
-                    Stdio::null()
-                })
-                .spawn()
-                .expect("start lanchat");
-            let stdout = child.stdout.take().expect("stdout");
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let mut lines = BufReader::new(stdout).lines();
-                if let Some(Ok(first)) = lines.next() {
-                    let _ = tx.send(first);
-                }
-                // Keep reading so the server never blocks on a full pipe.
-                for _ in lines {}
-            });
-            let first = rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("lanchat printed nothing");
-            let addr = first
-                .strip_prefix("lanchat listening on http://")
-                .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-                .trim()
-                .to_owned();
-            let server = Server {
-                child,
-                addr,
-                client: reqwest::Client::new(),
-                data_dir,
-            };
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if let Ok(response) = server.client.get(server.url("/healthz")).send().await
-                    && response.status().is_success()
-                {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "lanchat did not become healthy");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            server
-        }
-
-        pub fn url(&self, path: &str) -> String {
-            format!("http://{}{path}", self.addr)
-        }
-
-        pub fn data_dir(&self) -> &Path {
-            self.data_dir.path()
-        }
-
-        pub async fn register(&self, username: &str) -> User {
-            let response = self
-                .client
-                .post(self.url("/api/v1/auth/register"))
-                .json(&json!({"username": username, "password": "correct horse battery"}))
-                .send()
-                .await
-                .expect("register");
-            assert_eq!(response.status(), reqwest::StatusCode::CREATED);
-            let body: Value = response.json().await.expect("json");
-            User {
-                id: body["user"]["id"].as_i64().expect("id"),
-                token: body["access_token"].as_str().expect("token").to_owned(),
-            }
-        }
-
-        /// POST JSON, expecting success; returns the body.
-        pub async fn post_json(&self, user: &User, path: &str, body: Value) -> Value {
-            let response = self
-                .client
-                .post(self.url(path))
-                .bearer_auth(&user.token)
-                .json(&body)
-                .send()
-                .await
-                .expect("post");
-            let status = response.status();
-            let body: Value = response.json().await.expect("json");
-            assert!(status.is_success(), "POST {path}: {status} {body}");
-            body
-        }
-
-        /// A GET with the path sent exactly as given (no client normalization).
-        pub async fn raw_get(&self, path: &str, token: &str) -> (u16, String) {
-            let mut stream = tokio::net::TcpStream::connect(&self.addr)
-                .await
-                .expect("connect");
-            let request = format!(
-                "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n",
-                self.addr
-            );
-            stream.write_all(request.as_bytes()).await.expect("write");
-            let mut response = Vec::new();
-            stream.read_to_end(&mut response).await.expect("read");
-            let text = String::from_utf8_lossy(&response).into_owned();
-            let status = text
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            (status, text)
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }

@@ -183,6 +183,62 @@ impl Sandbox {
         out.assert_success();
         out
     }
+
+    /// Writes content straight into the database and the files directory, standing
+    /// in for conversations, messages and uploads (for backups and statistics):
+    /// two conversations, three messages (one deleted), three attachment records
+    /// over two distinct stored files, all sent by user 1 (create a user first,
+    /// and start the server after). Returns the stored files' paths relative to
+    /// the data directory. Also leaves an upload in progress in `files/tmp/`, which
+    /// a backup must leave out.
+    pub fn seed_content(&self) -> Vec<String> {
+        use sha2::Digest;
+        let data_dir = self.data_dir();
+        let conn = self.db();
+        conn.execute_batch(
+            "INSERT INTO conversations (id, kind, title, created_by, created_at, last_activity_at)
+                 VALUES (1, 'channel', 'general', 1, 1000, 1000),
+                        (2, 'group', 'team', 1, 1000, 1000);
+             INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES (1, 1, 'owner', 1000);
+             INSERT INTO messages (id, conversation_id, sender_id, body, created_at)
+                 VALUES (1, 1, 1, 'hello world', 1001), (2, 1, 1, 'second', 1002);
+             INSERT INTO messages (id, conversation_id, sender_id, body, created_at, deleted_at)
+                 VALUES (3, 1, 1, '', 1003, 1004);",
+        )
+        .expect("seed rows");
+        let contents: [&[u8]; 2] = [
+            b"first attachment bytes",
+            b"second attachment, longer bytes",
+        ];
+        let mut paths = Vec::new();
+        for (i, content) in contents.iter().enumerate() {
+            let sha = hex::encode(sha2::Sha256::digest(content));
+            let relative = format!("files/{}/{}", &sha[..2], &sha[2..]);
+            let path = data_dir.join(&relative);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&path, content).expect("write file");
+            paths.push(relative);
+            // The first content is uploaded twice (deduplicated on disk).
+            for copy in 0..(if i == 0 { 2 } else { 1 }) {
+                conn.execute(
+                    "INSERT INTO attachments (uploader_id, name, mime, size, sha256, created_at)
+                     VALUES (1, ?1, 'application/octet-stream', ?2, ?3, 1000)",
+                    rusqlite::params![format!("f{i}-{copy}.bin"), content.len() as i64, sha],
+                )
+                .expect("attachment row");
+            }
+        }
+        // All are sent in a message: unsent uploads are cleaned up at start-up.
+        conn.execute_batch(
+            "INSERT INTO message_attachments (message_id, attachment_id, position) VALUES (1, 1, 0);
+             INSERT INTO message_attachments (message_id, attachment_id, position) VALUES (1, 2, 1);
+             INSERT INTO message_attachments (message_id, attachment_id, position) VALUES (1, 3, 2);",
+        )
+        .expect("link");
+        std::fs::create_dir_all(data_dir.join("files/tmp")).expect("mkdir tmp");
+        std::fs::write(data_dir.join("files/tmp/upload-1"), b"partial").expect("tmp file");
+        paths
+    }
 }
 
 /// What a finished one-shot command left.
@@ -570,6 +626,14 @@ impl TestServer {
         self.start_again().await;
     }
 
+    /// Sets (or replaces) an environment variable for the next start: between
+    /// [`TestServer::stop`] and [`TestServer::start_again`], to run the same data
+    /// directory with another setting.
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.options.env.retain(|(key, _)| key != name);
+        self.options.env.push((name.to_owned(), value.to_owned()));
+    }
+
     pub fn is_running(&self) -> bool {
         self.run.is_some()
     }
@@ -727,6 +791,7 @@ impl TestServer {
             url,
             status,
             headers,
+            bytes: bytes.to_vec(),
             text,
             json,
         }
@@ -769,6 +834,71 @@ impl TestServer {
 
     pub async fn delete(&self, path: &str, auth: impl Bearer) -> (u16, Value) {
         self.call(Method::DELETE, path, auth, None).await
+    }
+
+    /// POSTs JSON for a set-up step (a conversation, a message); panics unless
+    /// the answer is a 2xx, and returns its body.
+    pub async fn post_ok(&self, path: &str, auth: impl Bearer, body: Value) -> Value {
+        let (status, reply) = self.post(path, auth, body).await;
+        assert!(
+            (200..300).contains(&status),
+            "POST {path}: {status} {reply}"
+        );
+        reply
+    }
+
+    /// Uploads `bytes` as the `file` field of a multipart body to
+    /// `POST /api/v1/attachments`; panics unless 201, and returns the attachment.
+    pub async fn upload(&self, auth: impl Bearer, bytes: &[u8], name: &str, mime: &str) -> Value {
+        let mut request = self
+            .request(Method::POST, "/api/v1/attachments")
+            .multipart(file_form(bytes.to_vec(), name, mime));
+        if let Some(token) = auth.bearer() {
+            request = request.bearer_auth(token);
+        }
+        let reply = self.send(request).await;
+        assert_eq!(reply.status, 201, "upload of {name}: {}", reply.text);
+        reply.json
+    }
+
+    /// A GET written by hand on a fresh TCP connection, so that the path reaches
+    /// the server exactly as given (an HTTP client would resolve `..` first).
+    /// Returns the status and the whole response (head and body) as text; fails
+    /// the test on a 500 like [`TestServer::send`].
+    pub async fn raw_get(&self, path: &str, auth: impl Bearer) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.addr();
+        let authorization = auth
+            .bearer()
+            .map(|token| format!("Authorization: Bearer {token}\r\n"))
+            .unwrap_or_default();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Connection: close\r\n\r\n"
+        );
+        let exchange = async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.write_all(request.as_bytes()).await?;
+            let mut response = Vec::new();
+            stream.read_to_end(&mut response).await?;
+            Ok::<_, std::io::Error>(response)
+        };
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .unwrap_or_else(|_| panic!("raw GET {path} timed out"))
+            .unwrap_or_else(|err| panic!("raw GET {path} failed: {err}"));
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if status == 500 {
+            panic!(
+                "the server answered 500 to a raw GET {path}: {text}\n--- stderr ---\n{}",
+                tail(&self.stderr(), 60)
+            );
+        }
+        (status, text)
     }
 
     // -- Accounts -----------------------------------------------------------
@@ -908,6 +1038,8 @@ pub struct Reply {
     pub url: String,
     pub status: u16,
     pub headers: HeaderMap,
+    /// The body as it came (files, images, ranges).
+    pub bytes: Vec<u8>,
     /// The body as text (lossy UTF-8).
     pub text: String,
     /// The body as JSON: `Null` when empty, a `Value::String` of the text when not JSON.
@@ -1012,6 +1144,62 @@ impl Session {
             user: body["user"].clone(),
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Uploads and database dumps.
+// ---------------------------------------------------------------------------
+
+/// A multipart body with one `file` field holding `bytes`, named and typed as a
+/// browser would send it (see [`TestServer::upload`]).
+pub fn file_form(bytes: Vec<u8>, name: &str, mime: &str) -> reqwest::multipart::Form {
+    let part = reqwest::multipart::Part::bytes(bytes)
+        .file_name(name.to_owned())
+        .mime_str(mime)
+        .expect("a valid MIME type");
+    reqwest::multipart::Form::new().part("file", part)
+}
+
+/// Every row of every table of the database at `path` (full-text index tables
+/// aside), as text, table by table: to compare two databases (a backup and its
+/// restore).
+pub fn dump_database(path: &Path) -> Vec<(String, Vec<String>)> {
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the database read-only");
+    let tables: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table'
+               AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '%_fts%'
+             ORDER BY name",
+        )
+        .expect("list tables")
+        .query_map([], |row| row.get(0))
+        .expect("list tables")
+        .collect::<Result<_, _>>()
+        .expect("table names");
+    tables
+        .into_iter()
+        .map(|table| {
+            let mut stmt = conn
+                .prepare(&format!("SELECT * FROM \"{table}\" ORDER BY 1, 2"))
+                .expect("select rows");
+            let columns = stmt.column_count();
+            let rows: Vec<String> = stmt
+                .query_map([], |row| {
+                    let mut cells = Vec::with_capacity(columns);
+                    for i in 0..columns {
+                        let value: rusqlite::types::Value = row.get(i)?;
+                        cells.push(format!("{value:?}"));
+                    }
+                    Ok(cells.join("|"))
+                })
+                .expect("read rows")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            (table, rows)
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
