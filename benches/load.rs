@@ -393,7 +393,7 @@ impl Bench {
                 Some(ms(run.commit.p99_ms)),
                 None,
             );
-            s.note("(a commit: one message's rows in one transaction, fsync'd: the floor under lanchat's P1 with synchronous = FULL)");
+            s.note("(a commit: one message's rows in one transaction, with the server's synchronous setting: the floor under lanchat's P1)");
         }
         note_side(&mut s, Side::Lanchat, &l, |f| Some(f));
         note_side(&mut s, Side::Wire, &w, |f| Some(f));
@@ -467,7 +467,7 @@ impl Bench {
 
     /// The storage limit at the workload's batch size (what a group-committing
     /// writer could batch: the messages in flight, at most the writer's 512), and
-    /// unbatched (one fsync per message) for reference.
+    /// unbatched (one commit per message) for reference.
     async fn storage_runs(
         &self,
         pairs: usize,

@@ -1,6 +1,6 @@
 //! The storage limit: the message rows P2 stores, inserted straight through
 //! rusqlite into the project's real schema (migrations, indexes, FTS triggers) with
-//! the writer's own pragmas (`synchronous = FULL`, WAL), in batched transactions.
+//! the writer's own pragmas (WAL, the server's default `synchronous`), in batched transactions.
 //! Per message, like the server: the `messages` row, its `message.created` row in
 //! the `events` log (the wire frame as payload), the conversation's
 //! `last_message_id`/`last_activity_at`, and the sender's read pointer.
@@ -21,7 +21,7 @@ pub struct Storage {
     pub transactions: usize,
     pub secs: f64,
     pub rows_per_sec: f64,
-    /// Duration of each transaction (BEGIN to COMMIT returned: one fsync'd commit).
+    /// Duration of each transaction (BEGIN to COMMIT returned: one commit).
     pub commit: crate::stats::Latency,
 }
 
