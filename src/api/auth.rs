@@ -1,6 +1,6 @@
 //! `/auth/*`: register, login, refresh, logout and the sessions (devices) list.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -388,16 +388,7 @@ async fn revoke_session(
 ) -> AppResult<Response> {
     let owner = state
         .db
-        .read(move |conn| {
-            Ok::<_, AppError>(
-                conn.query_row(
-                    "SELECT user_id FROM sessions WHERE id = ?1 AND revoked_at IS NULL",
-                    [session_id],
-                    |row| row.get::<_, i64>(0),
-                )
-                .optional()?,
-            )
-        })
+        .read(move |conn| sessions::live_owner(conn, session_id))
         .await?;
     // Someone else's session is as unknown to the caller as a missing one.
     if owner != Some(caller.user_id) {
