@@ -24,7 +24,11 @@
 //! Chinese words (`天气`, `会议`): those would need the scan anyway. For a LAN
 //! server's message counts the scan alone is enough; if installations grow
 //! far past a million messages, a trigram table restricted to messages that
-//! contain such scripts (a `WHEN` on the trigger) is the upgrade path.
+//! contain such scripts is the upgrade path.
+//!
+//! The index (`messages_fts`, external content over `messages`) is kept by the
+//! writer: [`index_body`] and [`unindex_body`] run in the same transaction as the
+//! change, after all of the batch's jobs (see `WriteCtx::before_commit`).
 
 use std::collections::HashMap;
 
@@ -62,6 +66,23 @@ pub enum Term {
 }
 
 /// Scripts written without spaces between words.
+/// Adds a text message's body to the full-text index.
+pub fn index_body(conn: &Connection, message_id: i64, body: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT INTO messages_fts (rowid, body) VALUES (?1, ?2)")?
+        .execute(rusqlite::params![message_id, body])?;
+    Ok(())
+}
+
+/// Removes a body that [`index_body`] added (FTS5's external-content delete needs
+/// the indexed text itself).
+pub fn unindex_body(conn: &Connection, message_id: i64, body: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO messages_fts (messages_fts, rowid, body) VALUES ('delete', ?1, ?2)",
+    )?
+    .execute(rusqlite::params![message_id, body])?;
+    Ok(())
+}
+
 pub fn is_unsegmented(c: char) -> bool {
     matches!(c as u32,
         0x0E00..=0x0EFF       // Thai, Lao
@@ -558,7 +579,9 @@ mod tests {
             rusqlite::params![conversation, sender, body],
         )
         .expect("insert");
-        conn.last_insert_rowid()
+        let id = conn.last_insert_rowid();
+        super::index_body(conn, id, body).expect("index");
+        id
     }
 
     fn ids(conn: &Connection, viewer: i64, q: &str) -> Vec<i64> {
@@ -645,6 +668,7 @@ mod tests {
             [deleted],
         )
         .expect("delete");
+        super::unindex_body(&conn, deleted, "secret deleted plan").expect("unindex");
         // alice: her group, her direct, and the channel she has not joined.
         assert_eq!(ids(&conn, 1, "secret"), vec![direct, channel, group]);
         // bob: group and channel, not alice–carol.

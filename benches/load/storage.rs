@@ -1,9 +1,11 @@
 //! The storage limit: the message rows P2 stores, inserted straight through
-//! rusqlite into the project's real schema (migrations, indexes, FTS triggers) with
+//! rusqlite into the project's real schema (migrations, indexes, FTS index) with
 //! the writer's own pragmas (WAL, the server's default `synchronous`), in batched transactions.
 //! Per message, like the server: the `messages` row, its `message.created` row in
 //! the `events` log (the wire frame as payload), the conversation's
-//! `last_message_id`/`last_activity_at`, and the sender's read pointer.
+//! `last_message_id`/`last_activity_at`, and the sender's read pointer; then, as
+//! the server's writer does, the transaction's bodies go into the full-text index
+//! after all its rows.
 
 use std::path::Path;
 use std::time::Instant;
@@ -116,6 +118,7 @@ pub fn insert(
                      WHERE conversation_id = ?2 AND user_id = ?3",
                 )
                 .map_err(err)?;
+            let mut bodies = Vec::with_capacity(end - done);
             for i in done..end {
                 let conversation = (i % pairs.max(1)) as i64 + 1;
                 let sender = 2 * (conversation - 1) + 1;
@@ -143,6 +146,10 @@ pub fn insert(
                 touch.execute(params![conversation, id, now]).map_err(err)?;
                 read.execute(params![id, conversation, sender])
                     .map_err(err)?;
+                bodies.push((id, body));
+            }
+            for (id, body) in &bodies {
+                lanchat::search::index_body(conn, *id, body).map_err(err)?;
             }
         }
         conn.execute_batch("COMMIT").map_err(err)?;

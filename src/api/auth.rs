@@ -114,39 +114,19 @@ pub struct NewAccount {
     pub as_setup_admin: bool,
 }
 
-/// Argon2 takes ~19 MiB and a core per hash: at most one hash per core runs at
-/// once, so a burst of logins queues instead of spawning a blocking thread (and
-/// its memory) per request.
-fn hashing_permits() -> &'static tokio::sync::Semaphore {
-    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    PERMITS.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        tokio::sync::Semaphore::new(cores)
-    })
-}
-
-async fn with_hashing_permit<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> AppResult<T> {
-    let _permit = hashing_permits()
-        .acquire()
-        .await
-        .map_err(AppError::internal)?;
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(AppError::internal)
-}
-
 /// Hashes `password` off the async threads (Argon2 is deliberately slow).
 pub async fn hash_password(password: String) -> AppResult<String> {
-    with_hashing_permit(move || password::hash(&password))
-        .await?
+    password::off_thread(move || password::hash(&password))
+        .await
+        .and_then(|hashed| hashed)
         .map_err(AppError::internal)
 }
 
 /// Verifies off the async threads.
 pub async fn verify_password(stored: String, password: String) -> AppResult<bool> {
-    with_hashing_permit(move || password::verify(&stored, &password)).await
+    password::off_thread(move || password::verify(&stored, &password))
+        .await
+        .map_err(AppError::internal)
 }
 
 /// Creates an account and signs it in: used by register and by setup.

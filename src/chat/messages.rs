@@ -10,8 +10,9 @@ use serde_json::{Map, Value};
 
 use super::access::{self, Access};
 use crate::attachments::{self, Attachment};
-use crate::db::{EventDraft, WriteCtx};
+use crate::db::{DbError, EventDraft, WriteCtx};
 use crate::error::{AppError, AppResult};
+use crate::search;
 
 pub const MAX_CLIENT_ID_CHARS: usize = 64;
 pub const MAX_ATTACHMENTS: usize = 10;
@@ -463,6 +464,8 @@ pub fn send(ctx: &mut WriteCtx<'_>, sender: i64, new: NewMessage) -> AppResult<S
         now
     ])?;
     let id = conn.last_insert_rowid();
+    reindex_later(ctx, id, None, Some(new.body.clone()));
+    let conn = ctx.conn();
     for (position, attachment_id) in new.attachment_ids.iter().enumerate() {
         conn.prepare_cached(
             "INSERT INTO message_attachments (message_id, attachment_id, position) VALUES (?1, ?2, ?3)",
@@ -519,6 +522,25 @@ pub fn send(ctx: &mut WriteCtx<'_>, sender: i64, new: NewMessage) -> AppResult<S
         message,
         created: true,
     })
+}
+
+/// Updates a text message's entry in the full-text index at the end of the
+/// transaction (see [`WriteCtx::before_commit`] for why not at once).
+fn reindex_later(
+    ctx: &mut WriteCtx<'_>,
+    id: i64,
+    old_body: Option<String>,
+    new_body: Option<String>,
+) {
+    ctx.before_commit(move |conn| {
+        if let Some(old) = old_body {
+            search::unindex_body(conn, id, &old)?;
+        }
+        if let Some(new) = new_body {
+            search::index_body(conn, id, &new)?;
+        }
+        Ok::<(), DbError>(())
+    });
 }
 
 /// Posts a `system` message (membership changes) and emits it.
@@ -627,7 +649,8 @@ pub fn edit(
             message_id
         ],
     )?;
-    message.body = body;
+    let old_body = std::mem::replace(&mut message.body, body);
+    reindex_later(ctx, message_id, Some(old_body), Some(message.body.clone()));
     message.edited_at = Some(now);
     message.mentions = mentions;
     emit_message(ctx, "message.updated", &message, Some(editor))?;
@@ -646,11 +669,14 @@ pub fn delete(ctx: &mut WriteCtx<'_>, deleter: i64, message_id: i64) -> AppResul
         return Ok(()); // already a tombstone: deleting twice is harmless
     }
     let now = ctx.now();
-    let conn = ctx.conn();
-    conn.execute(
+    ctx.conn().execute(
         "UPDATE messages SET body = '', mentions = '[]', deleted_at = ?1 WHERE id = ?2",
         params![now, message_id],
     )?;
+    if message.kind == "text" {
+        reindex_later(ctx, message_id, Some(message.body.clone()), None);
+    }
+    let conn = ctx.conn();
     conn.execute(
         "DELETE FROM message_attachments WHERE message_id = ?1",
         [message_id],

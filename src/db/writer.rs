@@ -74,10 +74,14 @@ pub struct CommittedEvent {
 /// events in order. It must not block.
 pub type CommitHook = Box<dyn Fn(Vec<Arc<CommittedEvent>>) + Send>;
 
+/// Work a job leaves for the end of its transaction (see [`WriteCtx::before_commit`]).
+pub type BeforeCommit = Box<dyn FnOnce(&Connection) -> Result<(), DbError>>;
+
 /// What a job sees: the open transaction and the event log.
 pub struct WriteCtx<'a> {
     conn: &'a Connection,
     events: &'a mut Vec<Arc<CommittedEvent>>,
+    before_commit: &'a mut Vec<BeforeCommit>,
     next_event_id: &'a mut i64,
     now: i64,
 }
@@ -96,6 +100,18 @@ impl WriteCtx<'_> {
     /// visible history starts).
     pub fn peek_event_id(&self) -> i64 {
         *self.next_event_id
+    }
+
+    /// Runs `work` in this transaction after every job of the batch, outside the
+    /// jobs' savepoints, in the order queued; dropped if this job rolls back. If it
+    /// fails, the whole batch rolls back. For the full-text index: FTS5 writes its
+    /// pending terms to disk at every savepoint release, so indexing inside each
+    /// job wrote (and later merged) one index segment per message.
+    pub fn before_commit(
+        &mut self,
+        work: impl FnOnce(&Connection) -> Result<(), DbError> + 'static,
+    ) {
+        self.before_commit.push(Box::new(work));
     }
 
     /// Appends a durable event in this transaction and returns its id.
@@ -345,6 +361,12 @@ fn writer_loop(
     }
 }
 
+/// Runs a statement without parameters through the statement cache (the savepoint
+/// statements run several times per batch; parsing them each time showed up).
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute([])
+}
+
 fn run_batch(
     conn: &Connection,
     batch: &mut Vec<Job>,
@@ -355,6 +377,7 @@ fn run_batch(
     let batch_start_event_id = *next_event_id;
     let mut finishers: Vec<Finisher> = Vec::with_capacity(batch.len());
     let mut events: Vec<Arc<CommittedEvent>> = Vec::new();
+    let mut before_commit: Vec<BeforeCommit> = Vec::new();
 
     if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
         tracing::error!(error = %err, "could not begin a write transaction");
@@ -367,23 +390,27 @@ fn run_batch(
     let jobs = batch.len() as u64;
     for job in batch.drain(..) {
         let events_mark = events.len();
+        let before_commit_mark = before_commit.len();
         let event_id_mark = *next_event_id;
-        if conn.execute_batch("SAVEPOINT job").is_err() {
+        if run_cached(conn, "SAVEPOINT job").is_err() {
             continue;
         }
         let mut ctx = WriteCtx {
             conn,
             events: &mut events,
+            before_commit: &mut before_commit,
             next_event_id,
             now,
         };
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut ctx)));
         let keep = matches!(outcome, Ok((true, _)));
         if keep {
-            let _ = conn.execute_batch("RELEASE job");
+            let _ = run_cached(conn, "RELEASE job");
         } else {
-            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            let _ = run_cached(conn, "ROLLBACK TO job");
+            let _ = run_cached(conn, "RELEASE job");
             events.truncate(events_mark);
+            before_commit.truncate(before_commit_mark);
             *next_event_id = event_id_mark;
         }
         match outcome {
@@ -392,7 +419,10 @@ fn run_batch(
         }
     }
 
-    let committed = conn.execute_batch("COMMIT");
+    let committed = before_commit
+        .into_iter()
+        .try_for_each(|work| work(conn))
+        .and_then(|()| Ok(conn.execute_batch("COMMIT")?));
     stats.transactions.fetch_add(1, Ordering::Relaxed);
     stats.jobs.fetch_add(jobs, Ordering::Relaxed);
     stats.last_batch_size.store(jobs, Ordering::Relaxed);
@@ -414,5 +444,113 @@ fn run_batch(
                 finish(Err(err.to_string()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer() -> Writer {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(
+            "CREATE TABLE events (event_id INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT,
+                 conversation_id INTEGER, user_id INTEGER, actor_id INTEGER, payload TEXT,
+                 created_at INTEGER);
+             CREATE TABLE log (line TEXT NOT NULL);",
+        )
+        .expect("schema");
+        Writer::start(conn, Box::new(|_| {})).expect("writer")
+    }
+
+    fn log(conn: &Connection, line: &str) -> Result<(), DbError> {
+        conn.execute("INSERT INTO log (line) VALUES (?1)", [line])?;
+        Ok(())
+    }
+
+    /// Queues a job that holds the writer until `release` is sent, so that the
+    /// jobs queued meanwhile all land in the next batch.
+    async fn hold(writer: &Writer) -> std::sync::mpsc::Sender<()> {
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let held = writer
+            .enqueue(move |_| {
+                let _ = wait.recv();
+                Ok::<(), DbError>(())
+            })
+            .await
+            .expect("queued");
+        tokio::spawn(held);
+        release
+    }
+
+    async fn lines(writer: &Writer) -> Vec<String> {
+        writer
+            .run(|ctx| {
+                let mut stmt = ctx.conn().prepare("SELECT line FROM log ORDER BY rowid")?;
+                let rows = stmt.query_map([], |row| row.get(0))?;
+                Ok::<_, DbError>(rows.collect::<Result<Vec<String>, _>>()?)
+            })
+            .await
+            .expect("read")
+    }
+
+    #[tokio::test]
+    async fn before_commit_runs_after_the_batch_and_only_for_kept_jobs() {
+        let writer = writer();
+        let release = hold(&writer).await;
+        let mut outcomes = Vec::new();
+        for (name, fail) in [("a", false), ("b", true), ("c", false)] {
+            let outcome = writer
+                .enqueue(move |ctx| {
+                    log(ctx.conn(), name)?;
+                    ctx.before_commit(move |conn| log(conn, &format!("{name} later")));
+                    if fail {
+                        return Err(DbError::Task("refused".into()));
+                    }
+                    Ok(())
+                })
+                .await
+                .expect("queued");
+            outcomes.push(outcome);
+        }
+        release.send(()).expect("release");
+        let results: Vec<bool> = futures_util::future::join_all(outcomes)
+            .await
+            .iter()
+            .map(Result::is_ok)
+            .collect();
+        assert_eq!(results, [true, false, true]);
+        // One batch: the deferred work after every job, in order; b's went with b.
+        assert_eq!(lines(&writer).await, ["a", "c", "a later", "c later"]);
+        writer.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn failing_before_commit_rolls_back_the_whole_batch() {
+        let writer = writer();
+        let release = hold(&writer).await;
+        let mut outcomes = Vec::new();
+        for name in ["a", "b"] {
+            let outcome = writer
+                .enqueue(move |ctx| {
+                    log(ctx.conn(), name)?;
+                    ctx.before_commit(move |conn| {
+                        if name == "b" {
+                            return Err(DbError::Task("index failed".into()));
+                        }
+                        log(conn, "a later")
+                    });
+                    Ok::<(), DbError>(())
+                })
+                .await
+                .expect("queued");
+            outcomes.push(outcome);
+        }
+        release.send(()).expect("release");
+        for outcome in futures_util::future::join_all(outcomes).await {
+            assert!(outcome.is_err(), "nothing of the batch committed");
+        }
+        assert!(lines(&writer).await.is_empty());
+        writer.shutdown().await;
     }
 }

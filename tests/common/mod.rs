@@ -203,7 +203,8 @@ impl Sandbox {
              INSERT INTO messages (id, conversation_id, sender_id, body, created_at)
                  VALUES (1, 1, 1, 'hello world', 1001), (2, 1, 1, 'second', 1002);
              INSERT INTO messages (id, conversation_id, sender_id, body, created_at, deleted_at)
-                 VALUES (3, 1, 1, '', 1003, 1004);",
+                 VALUES (3, 1, 1, '', 1003, 1004);
+             INSERT INTO messages_fts (rowid, body) VALUES (1, 'hello world'), (2, 'second');",
         )
         .expect("seed rows");
         let contents: [&[u8]; 2] = [
