@@ -230,6 +230,15 @@ struct Connection {
     /// Highest event id written to this socket.
     last_sent: i64,
     limit: RateLimit,
+    /// Delivery receipts owed for the frames of the write in progress.
+    receipts: Vec<Receipt>,
+}
+
+/// A message written to this socket, for its sender's `delivered` receipt.
+struct Receipt {
+    conversation_id: i64,
+    sender: i64,
+    message_id: i64,
 }
 
 impl Connection {
@@ -241,6 +250,7 @@ impl Connection {
             caller,
             registration,
             limit,
+            receipts: Vec::new(),
         }
     }
 
@@ -328,12 +338,15 @@ impl Connection {
     }
 
     /// Writes one queued item, then whatever else is already queued, then flushes
-    /// once.
+    /// once. Receipts and the latency metric are recorded per write, not per
+    /// frame: a busy group delivers many frames per write.
     async fn write_queued(&mut self, sink: &mut Sink, first: Outbound) -> Result<(), ()> {
         let mut item = Some(first);
         let mut written = 0;
+        let mut oldest: Option<Instant> = None;
+        self.receipts.clear();
         while let Some(current) = item.take() {
-            if let Some(text) = self.frame_for(current) {
+            if let Some(text) = self.frame_for(current, &mut oldest) {
                 sink.feed(WsMessage::text(text)).await.map_err(|_| ())?;
                 written += 1;
             }
@@ -341,34 +354,55 @@ impl Connection {
                 item = self.registration.receiver.try_recv().ok();
             }
         }
-        sink.flush().await.map_err(|_| ())
+        sink.flush().await.map_err(|_| ())?;
+        if let Some(oldest) = oldest {
+            // The queue is FIFO: the first event written waited the longest.
+            self.state
+                .metrics
+                .record_delivery_latency(oldest.elapsed().as_secs_f64());
+        }
+        for receipt in self.receipts.drain(..) {
+            self.state.hub.delivered(
+                receipt.conversation_id,
+                self.caller.user_id,
+                receipt.message_id,
+                receipt.sender,
+            );
+        }
+        Ok(())
     }
 
     /// The text to send for a queued item, or `None` if replay already sent it.
-    fn frame_for(&mut self, item: Outbound) -> Option<Utf8Bytes> {
+    /// Notes the delivery receipt it owes and the oldest event's commit time.
+    fn frame_for(&mut self, item: Outbound, oldest: &mut Option<Instant>) -> Option<Utf8Bytes> {
         match item {
-            Outbound::Frame(frame) => Utf8Bytes::try_from(frame).ok(),
-            Outbound::Event(event) => {
+            Outbound::Frame(frame) => Some(frame),
+            Outbound::Event(event, text) => {
                 if event.event_id <= self.last_sent {
                     return None;
                 }
                 self.last_sent = event.event_id;
-                self.state
-                    .metrics
-                    .record_delivery_latency(event.created.elapsed().as_secs_f64());
+                oldest.get_or_insert(event.created);
                 if let (Some(message_id), Some(conversation_id), Some(sender)) =
                     (event.message_id, event.conversation_id, event.actor_id)
                     && sender != self.caller.user_id
                 {
-                    self.state.hub.delivered(
-                        conversation_id,
-                        self.caller.user_id,
-                        message_id,
-                        sender,
-                    );
+                    // Only the highest id per (conversation, sender) matters.
+                    match self
+                        .receipts
+                        .iter_mut()
+                        .find(|r| r.conversation_id == conversation_id && r.sender == sender)
+                    {
+                        Some(receipt) => receipt.message_id = receipt.message_id.max(message_id),
+                        None => self.receipts.push(Receipt {
+                            conversation_id,
+                            sender,
+                            message_id,
+                        }),
+                    }
                 }
                 // The same bytes for every recipient: no copy per socket.
-                Utf8Bytes::try_from(event.frame.clone()).ok()
+                Some(text)
             }
         }
     }

@@ -13,11 +13,11 @@ type HashJob = Box<dyn FnOnce() + Send>;
 /// Hashes waiting for a thread; past this, callers wait (asynchronously) to queue.
 const QUEUE_DEPTH: usize = 256;
 
-/// The hashing threads' queue. Argon2 takes ~19 MiB and a core per hash. Running
-/// it on one long-lived thread per core bounds both: with tokio's blocking pool,
-/// every hash could land on a new thread, glibc gives each thread its own malloc
-/// arena, and each arena kept its 19 MiB after the hash (RSS grew to ~750 MiB
-/// after 100 registrations). A fixed set of threads reuses the same memory.
+/// The hashing threads' queue. Argon2 takes ~19 MiB and a core per hash: one
+/// long-lived thread per core bounds both (a burst of logins queues here instead
+/// of occupying blocking-pool threads), and the same few threads reuse their
+/// allocator state. See also `main.rs`, which makes the 19 MiB blocks go back to
+/// the OS after each hash.
 fn hashing_queue() -> &'static mpsc::Sender<HashJob> {
     static QUEUE: OnceLock<mpsc::Sender<HashJob>> = OnceLock::new();
     QUEUE.get_or_init(|| {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::db::{CommittedEvent, MembershipChange, now_ms};
 
@@ -39,10 +40,12 @@ pub mod close {
 /// One item on a connection's outbound queue.
 #[derive(Debug, Clone)]
 pub enum Outbound {
-    /// A durable event (skipped if the connection already sent it during replay).
-    Event(Arc<CommittedEvent>),
+    /// A durable event (skipped if the connection already sent it during replay),
+    /// with its frame as WebSocket text: checked as UTF-8 once per event, not
+    /// once per recipient.
+    Event(Arc<CommittedEvent>, Utf8Bytes),
     /// An ephemeral frame, already serialized.
-    Frame(bytes::Bytes),
+    Frame(Utf8Bytes),
 }
 
 /// A trigger that tells a connection task to close its socket with a code.
@@ -391,7 +394,7 @@ impl Hub {
     }
 
     /// Queues an ephemeral frame to every connection of `users`.
-    fn send_to_users(&self, users: impl IntoIterator<Item = i64>, frame: bytes::Bytes) {
+    fn send_to_users(&self, users: impl IntoIterator<Item = i64>, frame: Utf8Bytes) {
         let mut overflowed = Vec::new();
         {
             let routing = self.read();
@@ -404,7 +407,7 @@ impl Hub {
 
     /// Queues a frame to one connection (acks and errors for its own requests).
     /// Returns false if the connection is gone or overflowed.
-    pub fn send_to_conn(&self, conn_id: ConnId, frame: bytes::Bytes) -> bool {
+    pub fn send_to_conn(&self, conn_id: ConnId, frame: Utf8Bytes) -> bool {
         let routing = self.read();
         let Some(entry) = routing.conns.get(&conn_id) else {
             return false;
@@ -676,7 +679,10 @@ impl Routing {
     /// Queues one durable event to all its recipients; returns how many
     /// connections it was queued to.
     fn route(&self, event: &Arc<CommittedEvent>, overflowed: &mut Vec<Arc<KillSwitch>>) -> u64 {
-        let item = Outbound::Event(event.clone());
+        let Ok(text) = Utf8Bytes::try_from(event.frame.clone()) else {
+            return 0; // never: frames are serialized from Strings
+        };
+        let item = Outbound::Event(event.clone(), text);
         let mut count = 0;
         let mut send = |user_id: i64| {
             if !hidden_by_block(self, user_id, event.kind, event.actor_id) {
@@ -764,7 +770,7 @@ mod tests {
         assert_eq!(member.last_event_id, 1);
         assert_eq!(hub.register(2, 102, 4).expect("again").last_event_id, 1);
         hub.publish(vec![event(2, 10, None)]);
-        assert!(matches!(member.receiver.try_recv(), Ok(Outbound::Event(e)) if e.event_id == 2));
+        assert!(matches!(member.receiver.try_recv(), Ok(Outbound::Event(e, _)) if e.event_id == 2));
         assert!(outsider.receiver.try_recv().is_err());
         for id in 3..20 {
             hub.publish(vec![event(id, 10, None)]);
