@@ -388,11 +388,19 @@ fn run_batch(
 
     let now = now_ms();
     let jobs = batch.len() as u64;
-    for job in batch.drain(..) {
+    let mut in_transaction = true;
+    for (index, job) in batch.drain(..).enumerate() {
+        if !in_transaction {
+            break; // dropped jobs: their callers get `WriterGone`
+        }
+        // The first job needs no savepoint: if it fails, rolling back the whole
+        // transaction undoes exactly its changes. A savepoint copies every page a
+        // job touches (the subjournal): most of the cost of a lone job's commit.
+        let savepoint = index > 0;
         let events_mark = events.len();
         let before_commit_mark = before_commit.len();
         let event_id_mark = *next_event_id;
-        if run_cached(conn, "SAVEPOINT job").is_err() {
+        if savepoint && run_cached(conn, "SAVEPOINT job").is_err() {
             continue;
         }
         let mut ctx = WriteCtx {
@@ -405,10 +413,20 @@ fn run_batch(
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut ctx)));
         let keep = matches!(outcome, Ok((true, _)));
         if keep {
-            let _ = run_cached(conn, "RELEASE job");
+            if savepoint {
+                let _ = run_cached(conn, "RELEASE job");
+            }
         } else {
-            let _ = run_cached(conn, "ROLLBACK TO job");
-            let _ = run_cached(conn, "RELEASE job");
+            if savepoint {
+                let _ = run_cached(conn, "ROLLBACK TO job");
+                let _ = run_cached(conn, "RELEASE job");
+            } else {
+                let _ = run_cached(conn, "ROLLBACK");
+                if let Err(err) = run_cached(conn, "BEGIN IMMEDIATE") {
+                    tracing::error!(error = %err, "could not begin a write transaction");
+                    in_transaction = false;
+                }
+            }
             events.truncate(events_mark);
             before_commit.truncate(before_commit_mark);
             *next_event_id = event_id_mark;
@@ -419,10 +437,14 @@ fn run_batch(
         }
     }
 
-    let committed = before_commit
-        .into_iter()
-        .try_for_each(|work| work(conn))
-        .and_then(|()| Ok(conn.execute_batch("COMMIT")?));
+    let committed = if in_transaction {
+        before_commit
+            .into_iter()
+            .try_for_each(|work| work(conn))
+            .and_then(|()| Ok(run_cached(conn, "COMMIT").map(|_| ())?))
+    } else {
+        Err(DbError::WriterGone)
+    };
     stats.transactions.fetch_add(1, Ordering::Relaxed);
     stats.jobs.fetch_add(jobs, Ordering::Relaxed);
     stats.last_batch_size.store(jobs, Ordering::Relaxed);
@@ -468,18 +490,21 @@ mod tests {
         Ok(())
     }
 
-    /// Queues a job that holds the writer until `release` is sent, so that the
-    /// jobs queued meanwhile all land in the next batch.
+    /// Occupies the writer until `release` is sent, so that the jobs queued
+    /// meanwhile all land in the next batch, in order.
     async fn hold(writer: &Writer) -> std::sync::mpsc::Sender<()> {
         let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (started, running) = oneshot::channel::<()>();
         let held = writer
             .enqueue(move |_| {
+                let _ = started.send(());
                 let _ = wait.recv();
                 Ok::<(), DbError>(())
             })
             .await
             .expect("queued");
         tokio::spawn(held);
+        running.await.expect("the writer took the job");
         release
     }
 
@@ -551,6 +576,54 @@ mod tests {
             assert!(outcome.is_err(), "nothing of the batch committed");
         }
         assert!(lines(&writer).await.is_empty());
+        writer.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_failing_first_job_rolls_back_alone() {
+        let writer = writer();
+        let release = hold(&writer).await;
+        let mut outcomes = Vec::new();
+        for (name, fail) in [("a", true), ("b", false), ("c", true), ("d", false)] {
+            let outcome = writer
+                .enqueue(move |ctx| {
+                    log(ctx.conn(), name)?;
+                    ctx.emit(EventDraft {
+                        kind: "test",
+                        conversation_id: None,
+                        user_id: None,
+                        actor_id: None,
+                        message_id: None,
+                        payload: serde_json::Map::new(),
+                        membership: None,
+                    })?;
+                    if fail {
+                        return Err(DbError::Task("refused".into()));
+                    }
+                    Ok(())
+                })
+                .await
+                .expect("queued");
+            outcomes.push(outcome);
+        }
+        release.send(()).expect("release");
+        let results: Vec<bool> = futures_util::future::join_all(outcomes)
+            .await
+            .iter()
+            .map(Result::is_ok)
+            .collect();
+        assert_eq!(results, [false, true, false, true]);
+        assert_eq!(lines(&writer).await, ["b", "d"]);
+        // Event ids of rolled-back jobs are reused: the log has no gaps.
+        let ids = writer
+            .run(|ctx| {
+                let mut stmt = ctx.conn().prepare("SELECT event_id FROM events ORDER BY 1")?;
+                let rows = stmt.query_map([], |row| row.get(0))?;
+                Ok::<_, DbError>(rows.collect::<Result<Vec<i64>, _>>()?)
+            })
+            .await
+            .expect("read");
+        assert_eq!(ids, [1, 2]);
         writer.shutdown().await;
     }
 }
