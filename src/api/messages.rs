@@ -137,7 +137,8 @@ async fn send(
     let sent = state
         .db
         .writer
-        .run(move |ctx| messages::send(ctx, sender, new))
+        .enqueue_checked(move |ctx| messages::send(ctx, sender, new))
+        .await?
         .await?;
     let status = if sent.created {
         StatusCode::CREATED

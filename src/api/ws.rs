@@ -579,7 +579,7 @@ impl Connection {
             .state
             .db
             .writer
-            .enqueue(move |ctx| messages::send(ctx, sender, new))
+            .enqueue_checked(move |ctx| messages::send(ctx, sender, new))
             .await?;
         let hub = self.state.hub.clone();
         let metrics = self.state.metrics.clone();
@@ -590,8 +590,8 @@ impl Connection {
                     if sent.created {
                         metrics.record_message_sent();
                     }
-                    json!({ "type": "ack", "client_id": client_id, "message": sent.message })
-                        .to_string()
+                    ack_frame(&client_id, &sent.message)
+                        .unwrap_or_else(|err| error_frame(Some(&client_id), &err))
                 }
                 Err(err) => error_frame(Some(&client_id), &err),
             };
@@ -684,6 +684,23 @@ fn replay_batch(
 }
 
 /// `(conversation_id, message_id)` of a stored `message.created` frame.
+/// `{"type":"ack","client_id":..,"message":..}`, serialized straight from the
+/// message (one per message sent: no intermediate `Value` tree).
+fn ack_frame(client_id: &str, message: &messages::Message) -> AppResult<String> {
+    #[derive(serde::Serialize)]
+    struct Ack<'a> {
+        r#type: &'static str,
+        client_id: &'a str,
+        message: &'a messages::Message,
+    }
+    serde_json::to_string(&Ack {
+        r#type: "ack",
+        client_id,
+        message,
+    })
+    .map_err(AppError::internal)
+}
+
 fn message_ref(payload: &str) -> Option<(i64, i64)> {
     #[derive(Deserialize)]
     struct Frame {

@@ -373,7 +373,7 @@ fn emit_created(
         user_id: None,
         actor_id: Some(creator),
         message_id: None,
-        payload: payload(&[("conversation", to_value(&conversation)?)]),
+        payload: payload(&[("conversation", to_value(&conversation)?)])?,
         membership: Some(MembershipChange::Added {
             conversation_id: row.id,
             user_ids: member_ids,
@@ -469,7 +469,7 @@ fn emit_updated(ctx: &mut WriteCtx<'_>, conversation_id: i64, actor: i64) -> App
         user_id: None,
         actor_id: Some(actor),
         message_id: None,
-        payload: payload(&[("conversation", to_value(&conversation)?)]),
+        payload: payload(&[("conversation", to_value(&conversation)?)])?,
         membership: None,
     })?;
     Ok(())
@@ -557,7 +557,7 @@ fn emit_member(
                 role.map(|r| r.as_str().into())
                     .unwrap_or(serde_json::Value::Null),
             ),
-        ]),
+        ])?,
         membership,
     })?;
     Ok(())
@@ -869,7 +869,7 @@ pub fn mark_read(
                 ("conversation_id", conversation_id.into()),
                 ("user_id", me.into()),
                 ("message_id", target.into()),
-            ]),
+            ])?,
             membership: None,
         })?;
         return Ok(target);

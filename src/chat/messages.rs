@@ -6,11 +6,11 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::access::{self, Access};
 use crate::attachments::{self, Attachment};
-use crate::db::{DbError, EventDraft, WriteCtx};
+use crate::db::{DbError, EventDraft, EventPayload, WriteCtx};
 use crate::error::{AppError, AppResult};
 use crate::search;
 
@@ -404,7 +404,8 @@ pub struct Sent {
 }
 
 /// Stores a message and emits `message.created` (and `mention`s). Idempotent on
-/// (sender, client_id).
+/// (sender, client_id). Every check comes before the first write: callers queue
+/// it with `Writer::enqueue_checked` (no savepoint of its own).
 pub fn send(ctx: &mut WriteCtx<'_>, sender: i64, new: NewMessage) -> AppResult<Sent> {
     let conn = ctx.conn();
     if let Some(client_id) = &new.client_id
@@ -513,7 +514,7 @@ pub fn send(ctx: &mut WriteCtx<'_>, sender: i64, new: NewMessage) -> AppResult<S
                 user_id: Some(*user_id),
                 actor_id: Some(sender),
                 message_id: None,
-                payload: payload(&[("message", to_value(&message)?)]),
+                payload: EventPayload::field("message", &message).map_err(AppError::internal)?,
                 membership: None,
             })?;
         }
@@ -592,7 +593,7 @@ fn emit_message(
         user_id: None,
         actor_id: actor,
         message_id: (kind == "message.created").then_some(message.id),
-        payload: payload(&[("message", to_value(message)?)]),
+        payload: EventPayload::field("message", message).map_err(AppError::internal)?,
         membership: None,
     })?;
     Ok(())
@@ -602,11 +603,9 @@ pub fn to_value<T: Serialize>(value: &T) -> AppResult<Value> {
     serde_json::to_value(value).map_err(AppError::internal)
 }
 
-pub fn payload(fields: &[(&str, Value)]) -> Map<String, Value> {
-    fields
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), v.clone()))
-        .collect()
+pub fn payload(fields: &[(&str, Value)]) -> AppResult<EventPayload> {
+    let fields: Vec<(&str, &Value)> = fields.iter().map(|(k, v)| (*k, v)).collect();
+    EventPayload::fields(&fields).map_err(AppError::internal)
 }
 
 /// The message and the caller's access to its conversation; 404 if the caller
@@ -691,7 +690,7 @@ pub fn delete(ctx: &mut WriteCtx<'_>, deleter: i64, message_id: i64) -> AppResul
         payload: payload(&[
             ("message_id", message_id.into()),
             ("conversation_id", message.conversation_id.into()),
-        ]),
+        ])?,
         membership: None,
     })?;
     Ok(())
@@ -757,7 +756,7 @@ pub fn react(
                 ("conversation_id", message.conversation_id.into()),
                 ("emoji", emoji.into()),
                 ("user_id", user.into()),
-            ]),
+            ])?,
             membership: None,
         })?;
     }

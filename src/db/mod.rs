@@ -11,7 +11,7 @@ use std::time::Duration;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags};
 
-pub use writer::{CommittedEvent, EventDraft, MembershipChange, WriteCtx, Writer};
+pub use writer::{CommittedEvent, EventDraft, EventPayload, MembershipChange, WriteCtx, Writer};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]

@@ -49,9 +49,46 @@ pub struct EventDraft {
     pub actor_id: Option<i64>,
     /// The message it is about, for `message.created` (drives delivery receipts).
     pub message_id: Option<i64>,
-    /// The payload fields (an object); `event_id` and `type` are added here.
-    pub payload: serde_json::Map<String, serde_json::Value>,
+    /// The payload fields; `event_id` and `type` are added here.
+    pub payload: EventPayload,
     pub membership: Option<MembershipChange>,
+}
+
+/// An event's fields as the text of a JSON object, serialized once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventPayload(String);
+
+impl EventPayload {
+    /// `{"<name>": value}`, serialized straight from `value` (no `Value` tree).
+    pub fn field<T: serde::Serialize + ?Sized>(
+        name: &str,
+        value: &T,
+    ) -> Result<EventPayload, serde_json::Error> {
+        Self::fields(&[(name, value)])
+    }
+
+    /// `{"<name>": value, ...}` from fields of one type.
+    pub fn fields<T: serde::Serialize + ?Sized>(
+        fields: &[(&str, &T)],
+    ) -> Result<EventPayload, serde_json::Error> {
+        use serde::ser::{SerializeMap, Serializer};
+        let mut text = Vec::with_capacity(256);
+        let mut serializer = serde_json::Serializer::new(&mut text);
+        let mut map = serializer.serialize_map(Some(fields.len()))?;
+        for (name, value) in fields {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()?;
+        // serde_json writes only valid UTF-8.
+        String::from_utf8(text)
+            .map(EventPayload)
+            .map_err(serde::ser::Error::custom)
+    }
+
+    /// No fields.
+    pub fn empty() -> EventPayload {
+        EventPayload("{}".into())
+    }
 }
 
 /// An event after commit, serialized once; every recipient shares `frame`.
@@ -117,11 +154,23 @@ impl WriteCtx<'_> {
     /// Appends a durable event in this transaction and returns its id.
     pub fn emit(&mut self, draft: EventDraft) -> Result<i64, DbError> {
         let event_id = *self.next_event_id;
-        let mut frame = serde_json::Map::with_capacity(draft.payload.len() + 2);
-        frame.insert("event_id".into(), event_id.into());
-        frame.insert("type".into(), draft.kind.into());
-        frame.extend(draft.payload);
-        let text = serde_json::Value::Object(frame).to_string();
+        // `{"event_id":N,"type":"kind",` + the payload object's fields.
+        let fields = draft.payload.0;
+        let fields = fields
+            .strip_prefix('{')
+            .and_then(|rest| rest.strip_suffix('}'))
+            .ok_or_else(|| DbError::Task("an event payload is not a JSON object".into()))?;
+        let kind = serde_json::to_string(draft.kind).map_err(|e| DbError::Task(e.to_string()))?;
+        let mut text = String::with_capacity(fields.len() + kind.len() + 32);
+        text.push_str("{\"event_id\":");
+        text.push_str(&event_id.to_string());
+        text.push_str(",\"type\":");
+        text.push_str(&kind);
+        if !fields.is_empty() {
+            text.push(',');
+            text.push_str(fields);
+        }
+        text.push('}');
         self.conn
             .prepare_cached(
                 "INSERT INTO events (event_id, type, conversation_id, user_id, actor_id, payload, created_at)
@@ -152,8 +201,16 @@ impl WriteCtx<'_> {
     }
 }
 
-type Finisher = Box<dyn FnOnce(Result<(), String>) + Send>;
-type Job = Box<dyn FnOnce(&mut WriteCtx<'_>) -> (bool, Finisher) + Send>;
+type Finisher = Box<dyn FnOnce(Result<(), DbError>) + Send>;
+
+/// Runs a job's closure; says whether it succeeded and how to answer its caller.
+type JobRun = Box<dyn FnOnce(&mut WriteCtx<'_>) -> (bool, Finisher) + Send>;
+
+struct Job {
+    run: JobRun,
+    /// Makes every check before its first write (see [`Writer::enqueue_checked`]).
+    checks_first: bool,
+}
 
 enum Command {
     Job(Job),
@@ -214,19 +271,19 @@ impl Writer {
         })
     }
 
-    fn job<R, E, F>(f: F) -> (Job, oneshot::Receiver<Result<R, E>>)
+    fn job<R, E, F>(f: F, checks_first: bool) -> (Job, oneshot::Receiver<Result<R, E>>)
     where
         F: FnOnce(&mut WriteCtx<'_>) -> Result<R, E> + Send + 'static,
         R: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |ctx| {
+        let run = Box::new(move |ctx: &mut WriteCtx<'_>| {
             let result = f(ctx);
             let ok = result.is_ok();
             let finish: Finisher = Box::new(move |commit| {
                 let outcome = match commit {
-                    Err(cause) if ok => Err(E::from(DbError::Task(cause))),
+                    Err(cause) if ok => Err(E::from(cause)),
                     _ => result,
                 };
                 // The caller may have gone away (request cancelled): nothing to do.
@@ -234,7 +291,7 @@ impl Writer {
             });
             (ok, finish)
         });
-        (job, answer)
+        (Job { run, checks_first }, answer)
     }
 
     /// Queues `f` and waits for its transaction to commit. `Ok` means durable.
@@ -244,7 +301,7 @@ impl Writer {
         R: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        let (job, answer) = Self::job(f);
+        let (job, answer) = Self::job(f, false);
         self.queue
             .send(Command::Job(job))
             .await
@@ -263,7 +320,32 @@ impl Writer {
         R: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        let (job, answer) = Self::job(f);
+        let (job, answer) = Self::job(f, false);
+        self.queue
+            .send(Command::Job(job))
+            .await
+            .map_err(|_| E::from(DbError::WriterGone))?;
+        Ok(async move { answer.await.map_err(|_| E::from(DbError::WriterGone))? })
+    }
+
+    /// [`Writer::enqueue`] for a job that makes every check (and can fail) before
+    /// its first write, like sending a message. It runs without a savepoint of its
+    /// own: a savepoint copies every page the job touches, the largest cost of a
+    /// message in a busy batch. A failure that wrote nothing needs no undoing. If
+    /// such a job fails after writing all the same (an SQLite error, or a bug), its
+    /// writes cannot be undone alone: the transaction is rolled back and the jobs
+    /// that ran in it before fail with [`DbError::Busy`] (try again); nothing half
+    /// done is ever committed.
+    pub async fn enqueue_checked<R, E, F>(
+        &self,
+        f: F,
+    ) -> Result<impl std::future::Future<Output = Result<R, E>> + Send + 'static, E>
+    where
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let (job, answer) = Self::job(f, true);
         self.queue
             .send(Command::Job(job))
             .await
@@ -278,7 +360,7 @@ impl Writer {
         R: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        let (job, answer) = Self::job(f);
+        let (job, answer) = Self::job(f, false);
         self.queue
             .blocking_send(Command::Job(job))
             .map_err(|_| E::from(DbError::WriterGone))?;
@@ -389,17 +471,27 @@ fn run_batch(
     let now = now_ms();
     let jobs = batch.len() as u64;
     let mut in_transaction = true;
+    let begin_again = |conn: &Connection| {
+        let _ = run_cached(conn, "ROLLBACK");
+        match run_cached(conn, "BEGIN IMMEDIATE") {
+            Ok(_) => true,
+            Err(err) => {
+                tracing::error!(error = %err, "could not begin a write transaction");
+                false
+            }
+        }
+    };
     for (index, job) in batch.drain(..).enumerate() {
         if !in_transaction {
             break; // dropped jobs: their callers get `WriterGone`
         }
         // The first job needs no savepoint: if it fails, rolling back the whole
-        // transaction undoes exactly its changes. A savepoint copies every page a
-        // job touches (the subjournal): most of the cost of a lone job's commit.
-        let savepoint = index > 0;
+        // transaction undoes exactly its changes. Nor do jobs that check first.
+        let savepoint = index > 0 && !job.checks_first;
         let events_mark = events.len();
         let before_commit_mark = before_commit.len();
         let event_id_mark = *next_event_id;
+        let changes_mark = conn.total_changes();
         if savepoint && run_cached(conn, "SAVEPOINT job").is_err() {
             continue;
         }
@@ -410,26 +502,35 @@ fn run_batch(
             next_event_id,
             now,
         };
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut ctx)));
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| (job.run)(&mut ctx)));
         let keep = matches!(outcome, Ok((true, _)));
-        if keep {
-            if savepoint {
-                let _ = run_cached(conn, "RELEASE job");
-            }
-        } else {
-            if savepoint {
+        let wrote = conn.total_changes() != changes_mark;
+        if savepoint {
+            if !keep {
                 let _ = run_cached(conn, "ROLLBACK TO job");
-                let _ = run_cached(conn, "RELEASE job");
-            } else {
-                let _ = run_cached(conn, "ROLLBACK");
-                if let Err(err) = run_cached(conn, "BEGIN IMMEDIATE") {
-                    tracing::error!(error = %err, "could not begin a write transaction");
-                    in_transaction = false;
-                }
             }
+            let _ = run_cached(conn, "RELEASE job");
+        } else if !keep && wrote {
+            if finishers.is_empty() {
+                // Only this job's writes are in the transaction.
+                in_transaction = begin_again(conn);
+            } else {
+                tracing::error!(
+                    "a write job failed after writing: the jobs before it in its batch were rolled back too (their callers are told to try again)"
+                );
+                in_transaction = begin_again(conn);
+                for finish in finishers.drain(..) {
+                    finish(Err(DbError::Busy));
+                }
+                events.clear();
+                before_commit.clear();
+                *next_event_id = batch_start_event_id;
+            }
+        }
+        if !keep {
             events.truncate(events_mark);
             before_commit.truncate(before_commit_mark);
-            *next_event_id = event_id_mark;
+            *next_event_id = (*next_event_id).min(event_id_mark);
         }
         match outcome {
             Ok((_, finish)) => finishers.push(finish),
@@ -463,7 +564,7 @@ fn run_batch(
             let _ = conn.execute_batch("ROLLBACK");
             *next_event_id = batch_start_event_id;
             for finish in finishers {
-                finish(Err(err.to_string()));
+                finish(Err(DbError::Task(err.to_string())));
             }
         }
     }
@@ -594,7 +695,7 @@ mod tests {
                         user_id: None,
                         actor_id: None,
                         message_id: None,
-                        payload: serde_json::Map::new(),
+                        payload: EventPayload::empty(),
                         membership: None,
                     })?;
                     if fail {
@@ -617,13 +718,71 @@ mod tests {
         // Event ids of rolled-back jobs are reused: the log has no gaps.
         let ids = writer
             .run(|ctx| {
-                let mut stmt = ctx.conn().prepare("SELECT event_id FROM events ORDER BY 1")?;
+                let mut stmt = ctx
+                    .conn()
+                    .prepare("SELECT event_id FROM events ORDER BY 1")?;
                 let rows = stmt.query_map([], |row| row.get(0))?;
                 Ok::<_, DbError>(rows.collect::<Result<Vec<i64>, _>>()?)
             })
             .await
             .expect("read");
         assert_eq!(ids, [1, 2]);
+        writer.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn jobs_that_check_first_run_without_savepoints_and_fail_safely() {
+        let writer = writer();
+        let release = hold(&writer).await;
+        // (name, fails, writes before failing)
+        let plan = [
+            ("a", false, false),
+            ("b", true, false), // refused before writing: nothing to undo
+            ("c", false, false),
+            ("d", true, true), // fails after writing: a, c and d roll back
+            ("e", false, false),
+        ];
+        let mut outcomes = Vec::new();
+        for (name, fail, write_first) in plan {
+            let outcome = writer
+                .enqueue_checked(move |ctx| {
+                    if fail && !write_first {
+                        return Err(DbError::Task("refused".into()));
+                    }
+                    log(ctx.conn(), name)?;
+                    if fail {
+                        return Err(DbError::Task("failed late".into()));
+                    }
+                    Ok(())
+                })
+                .await
+                .expect("queued");
+            outcomes.push(outcome);
+        }
+        release.send(()).expect("release");
+        let results: Vec<Option<String>> = futures_util::future::join_all(outcomes)
+            .await
+            .into_iter()
+            .map(|r| r.err().map(|e| e.to_string()))
+            .collect();
+        assert_eq!(
+            results[0].as_deref(),
+            Some(DbError::Busy.to_string().as_str())
+        );
+        assert_eq!(
+            results[1].as_deref(),
+            Some("background task failed: refused")
+        );
+        assert_eq!(
+            results[2].as_deref(),
+            Some(DbError::Busy.to_string().as_str())
+        );
+        assert_eq!(
+            results[3].as_deref(),
+            Some("background task failed: failed late")
+        );
+        assert_eq!(results[4], None);
+        assert_eq!(lines(&writer).await, ["e"]);
         writer.shutdown().await;
     }
 }
