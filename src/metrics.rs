@@ -103,7 +103,7 @@ impl Metrics {
         let delivery_latency = latency_histogram();
         registry.register_with_unit(
             "delivery_latency",
-            "Time from a message's commit to its event being queued on a recipient's socket",
+            "Time from an event's commit to its write to a recipient's socket (one sample per socket write, for its oldest event)",
             Unit::Seconds,
             delivery_latency.clone(),
         );
@@ -129,7 +129,8 @@ impl Metrics {
         self.inner.messages_sent.inc();
     }
 
-    /// Records the time between a message's commit and its delivery to a socket.
+    /// Records the time between an event's commit and its write to a socket (once
+    /// per socket write, for the oldest event in it).
     pub fn record_delivery_latency(&self, secs: f64) {
         if secs.is_finite() && secs >= 0.0 {
             self.inner.delivery_latency.observe(secs);
