@@ -320,12 +320,7 @@ impl Writer {
         R: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        let (job, answer) = Self::job(f, false);
-        self.queue
-            .send(Command::Job(job))
-            .await
-            .map_err(|_| E::from(DbError::WriterGone))?;
-        Ok(async move { answer.await.map_err(|_| E::from(DbError::WriterGone))? })
+        self.queue_job(f, false).await
     }
 
     /// [`Writer::enqueue`] for a job that makes every check (and can fail) before
@@ -345,7 +340,20 @@ impl Writer {
         R: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        let (job, answer) = Self::job(f, true);
+        self.queue_job(f, true).await
+    }
+
+    async fn queue_job<R, E, F>(
+        &self,
+        f: F,
+        checks_first: bool,
+    ) -> Result<impl std::future::Future<Output = Result<R, E>> + Send + 'static, E>
+    where
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let (job, answer) = Self::job(f, checks_first);
         self.queue
             .send(Command::Job(job))
             .await
