@@ -226,9 +226,20 @@ async fn shutdown_signal() {
 }
 
 /// Periodic work: typing timeouts, persisting delivery marks and last-seen
-/// times, pruning the event log, scheduled backups.
+/// times, WAL checkpoints, pruning the event log, scheduled backups.
 fn spawn_chores(state: SharedState) -> Vec<tokio::task::JoinHandle<()>> {
     let mut chores = Vec::new();
+    let checkpoint_db = state.db.clone();
+    chores.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(err) = checkpoint_db.checkpoint().await {
+                tracing::warn!(error = %err, "checkpointing the WAL failed");
+            }
+        }
+    }));
     let hub = state.hub.clone();
     chores.push(tokio::spawn(async move {
         // Delivery receipts go out coalesced, at most this late.

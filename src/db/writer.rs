@@ -469,7 +469,7 @@ fn run_batch(
     let mut events: Vec<Arc<CommittedEvent>> = Vec::new();
     let mut before_commit: Vec<BeforeCommit> = Vec::new();
 
-    if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(err) = run_cached(conn, "BEGIN IMMEDIATE") {
         tracing::error!(error = %err, "could not begin a write transaction");
         // Dropping the jobs drops their reply channels: callers get `WriterGone`.
         batch.clear();
@@ -569,7 +569,7 @@ fn run_batch(
         }
         Err(err) => {
             tracing::error!(error = %err, "commit failed; the batch was rolled back");
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = run_cached(conn, "ROLLBACK");
             *next_event_id = batch_start_event_id;
             for finish in finishers {
                 finish(Err(DbError::Task(err.to_string())));
