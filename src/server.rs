@@ -226,9 +226,11 @@ async fn shutdown_signal() {
 }
 
 /// Periodic work: typing timeouts, persisting delivery marks and last-seen
-/// times, WAL checkpoints, pruning the event log, scheduled backups.
+/// times, WAL checkpoints, revocations made by other processes, pruning the
+/// event log, scheduled backups.
 fn spawn_chores(state: SharedState) -> Vec<tokio::task::JoinHandle<()>> {
     let mut chores = Vec::new();
+    chores.push(tokio::spawn(watch_revocations(state.clone())));
     let checkpoint_db = state.db.clone();
     chores.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -278,6 +280,44 @@ fn spawn_chores(state: SharedState) -> Vec<tokio::task::JoinHandle<()>> {
         }
     }));
     chores
+}
+
+/// Picks up sessions revoked by another process, such as `lanchat reset-password`
+/// run beside the server: they are refused and their sockets closed within a
+/// few seconds, instead of living until their access tokens expire. Revocations
+/// made through the API are applied at once and are already known here.
+async fn watch_revocations(state: SharedState) {
+    const EVERY: Duration = Duration::from_secs(2);
+    // The other process stamps `revoked_at` with its clock before it commits:
+    // look back far enough to see commits that landed after the last look.
+    const OVERLAP_MS: i64 = 30_000;
+    let mut since = crate::db::now_ms();
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + EVERY, EVERY);
+    loop {
+        tick.tick().await;
+        let from = since - OVERLAP_MS;
+        let looked_at = crate::db::now_ms();
+        let revoked = state
+            .db
+            .read(move |conn| crate::auth::sessions::revoked_since(conn, from))
+            .await;
+        match revoked {
+            Ok(ids) => {
+                since = looked_at;
+                let new: Vec<i64> = ids
+                    .into_iter()
+                    .filter(|id| !state.auth.is_session_revoked(*id))
+                    .collect();
+                state.auth.mark_sessions_revoked(&new);
+                for session_id in new {
+                    state
+                        .hub
+                        .close_session(session_id, crate::hub::close::POLICY);
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "checking for revoked sessions failed"),
+        }
+    }
 }
 
 /// Writes the hub's delivery marks and last-seen times in one transaction.

@@ -5,6 +5,7 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use common::*;
 use sha2::{Digest, Sha256};
@@ -384,6 +385,27 @@ async fn reset_password_signs_out_and_changes_the_password() {
     let reply = server.try_login("alice", PASSWORD).await;
     assert_error(&reply, 401, "unauthorized");
     server.login("alice", "a brand new password").await;
+}
+
+#[tokio::test]
+async fn reset_password_beside_a_running_server_signs_out_within_seconds() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let mut socket = server.ws_connect(&alice.access_token).await;
+    socket.recv_type("hello", Duration::from_secs(5)).await;
+
+    let out = server.sandbox().run(
+        &["reset-password", "alice", "--password-stdin"],
+        Some("a brand new password\n"),
+    );
+    out.assert_success();
+    // The server notices the other process's revocation on its own.
+    assert_eq!(
+        socket.expect_close(Duration::from_secs(10)).await,
+        Some(1008)
+    );
+    let (status, body) = server.get("/api/v1/users/me", &alice).await;
+    assert_error(&(status, body), 401, "invalid_token");
 }
 
 #[tokio::test]

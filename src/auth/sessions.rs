@@ -158,6 +158,14 @@ pub fn revoke_all(ctx: &mut WriteCtx<'_>, user_id: i64, keep: Option<i64>) -> Ap
     Ok(ids)
 }
 
+/// Sessions revoked at or after `since_ms` (by this process or another one).
+pub fn revoked_since(conn: &Connection, since_ms: i64) -> AppResult<Vec<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT id FROM sessions WHERE revoked_at >= ?1")?
+        .query_map([since_ms], |row| row.get(0))?
+        .collect::<Result<_, _>>()?)
+}
+
 /// The owner of a session, if it is live.
 pub fn live_owner(conn: &Connection, session_id: i64) -> AppResult<Option<i64>> {
     Ok(conn
