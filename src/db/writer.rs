@@ -617,6 +617,24 @@ mod tests {
         release
     }
 
+    type TestJob = Box<dyn FnOnce(&mut WriteCtx<'_>) -> Result<(), DbError> + Send>;
+
+    /// Queues `jobs` so that they all run in one batch, in order (with
+    /// `enqueue_checked` if `checks_first`), and returns their outcomes.
+    async fn one_batch(
+        writer: &Writer,
+        checks_first: bool,
+        jobs: Vec<TestJob>,
+    ) -> Vec<Result<(), DbError>> {
+        let release = hold(writer).await;
+        let mut outcomes = Vec::new();
+        for job in jobs {
+            outcomes.push(writer.queue_job(job, checks_first).await.expect("queued"));
+        }
+        release.send(()).expect("release");
+        futures_util::future::join_all(outcomes).await
+    }
+
     async fn lines(writer: &Writer) -> Vec<String> {
         writer
             .run(|ctx| {
@@ -631,24 +649,17 @@ mod tests {
     #[tokio::test]
     async fn before_commit_runs_after_the_batch_and_only_for_kept_jobs() {
         let writer = writer();
-        let release = hold(&writer).await;
-        let mut outcomes = Vec::new();
-        for (name, fail) in [("a", false), ("b", true), ("c", false)] {
-            let outcome = writer
-                .enqueue(move |ctx| {
-                    log(ctx.conn(), name)?;
-                    ctx.before_commit(move |conn| log(conn, &format!("{name} later")));
-                    if fail {
-                        return Err(DbError::Task("refused".into()));
-                    }
-                    Ok(())
-                })
-                .await
-                .expect("queued");
-            outcomes.push(outcome);
-        }
-        release.send(()).expect("release");
-        let results: Vec<bool> = futures_util::future::join_all(outcomes)
+        let jobs = [("a", false), ("b", true), ("c", false)].map(|(name, fail)| {
+            Box::new(move |ctx: &mut WriteCtx<'_>| {
+                log(ctx.conn(), name)?;
+                ctx.before_commit(move |conn| log(conn, &format!("{name} later")));
+                if fail {
+                    return Err(DbError::Task("refused".into()));
+                }
+                Ok(())
+            }) as TestJob
+        });
+        let results: Vec<bool> = one_batch(&writer, false, jobs.into())
             .await
             .iter()
             .map(Result::is_ok)
@@ -662,26 +673,19 @@ mod tests {
     #[tokio::test]
     async fn failing_before_commit_rolls_back_the_whole_batch() {
         let writer = writer();
-        let release = hold(&writer).await;
-        let mut outcomes = Vec::new();
-        for name in ["a", "b"] {
-            let outcome = writer
-                .enqueue(move |ctx| {
-                    log(ctx.conn(), name)?;
-                    ctx.before_commit(move |conn| {
-                        if name == "b" {
-                            return Err(DbError::Task("index failed".into()));
-                        }
-                        log(conn, "a later")
-                    });
-                    Ok::<(), DbError>(())
-                })
-                .await
-                .expect("queued");
-            outcomes.push(outcome);
-        }
-        release.send(()).expect("release");
-        for outcome in futures_util::future::join_all(outcomes).await {
+        let jobs = ["a", "b"].map(|name| {
+            Box::new(move |ctx: &mut WriteCtx<'_>| {
+                log(ctx.conn(), name)?;
+                ctx.before_commit(move |conn| {
+                    if name == "b" {
+                        return Err(DbError::Task("index failed".into()));
+                    }
+                    log(conn, "a later")
+                });
+                Ok(())
+            }) as TestJob
+        });
+        for outcome in one_batch(&writer, false, jobs.into()).await {
             assert!(outcome.is_err(), "nothing of the batch committed");
         }
         assert!(lines(&writer).await.is_empty());
@@ -691,32 +695,25 @@ mod tests {
     #[tokio::test]
     async fn a_failing_first_job_rolls_back_alone() {
         let writer = writer();
-        let release = hold(&writer).await;
-        let mut outcomes = Vec::new();
-        for (name, fail) in [("a", true), ("b", false), ("c", true), ("d", false)] {
-            let outcome = writer
-                .enqueue(move |ctx| {
-                    log(ctx.conn(), name)?;
-                    ctx.emit(EventDraft {
-                        kind: "test",
-                        conversation_id: None,
-                        user_id: None,
-                        actor_id: None,
-                        message_id: None,
-                        payload: EventPayload::empty(),
-                        membership: None,
-                    })?;
-                    if fail {
-                        return Err(DbError::Task("refused".into()));
-                    }
-                    Ok(())
-                })
-                .await
-                .expect("queued");
-            outcomes.push(outcome);
-        }
-        release.send(()).expect("release");
-        let results: Vec<bool> = futures_util::future::join_all(outcomes)
+        let jobs = [("a", true), ("b", false), ("c", true), ("d", false)].map(|(name, fail)| {
+            Box::new(move |ctx: &mut WriteCtx<'_>| {
+                log(ctx.conn(), name)?;
+                ctx.emit(EventDraft {
+                    kind: "test",
+                    conversation_id: None,
+                    user_id: None,
+                    actor_id: None,
+                    message_id: None,
+                    payload: EventPayload::empty(),
+                    membership: None,
+                })?;
+                if fail {
+                    return Err(DbError::Task("refused".into()));
+                }
+                Ok(())
+            }) as TestJob
+        });
+        let results: Vec<bool> = one_batch(&writer, false, jobs.into())
             .await
             .iter()
             .map(Result::is_ok)
@@ -741,7 +738,6 @@ mod tests {
     #[tokio::test]
     async fn jobs_that_check_first_run_without_savepoints_and_fail_safely() {
         let writer = writer();
-        let release = hold(&writer).await;
         // (name, fails, writes before failing)
         let plan = [
             ("a", false, false),
@@ -750,25 +746,19 @@ mod tests {
             ("d", true, true), // fails after writing: a, c and d roll back
             ("e", false, false),
         ];
-        let mut outcomes = Vec::new();
-        for (name, fail, write_first) in plan {
-            let outcome = writer
-                .enqueue_checked(move |ctx| {
-                    if fail && !write_first {
-                        return Err(DbError::Task("refused".into()));
-                    }
-                    log(ctx.conn(), name)?;
-                    if fail {
-                        return Err(DbError::Task("failed late".into()));
-                    }
-                    Ok(())
-                })
-                .await
-                .expect("queued");
-            outcomes.push(outcome);
-        }
-        release.send(()).expect("release");
-        let results: Vec<Option<String>> = futures_util::future::join_all(outcomes)
+        let jobs = plan.map(|(name, fail, write_first)| {
+            Box::new(move |ctx: &mut WriteCtx<'_>| {
+                if fail && !write_first {
+                    return Err(DbError::Task("refused".into()));
+                }
+                log(ctx.conn(), name)?;
+                if fail {
+                    return Err(DbError::Task("failed late".into()));
+                }
+                Ok(())
+            }) as TestJob
+        });
+        let results: Vec<Option<String>> = one_batch(&writer, true, jobs.into())
             .await
             .into_iter()
             .map(|r| r.err().map(|e| e.to_string()))
