@@ -255,7 +255,14 @@ mod tests {
         let path = dir.path().join("t.db");
         let mut conn = open_writer_connection(&path).expect("open");
         migrations::migrate(&mut conn).expect("migrate");
-        let db = Db::start(&path, conn, 1, Box::new(|_| {})).expect("start");
+        let db = Db::start(
+            &path,
+            conn,
+            1,
+            Box::new(|_| {}),
+            crate::db::writer::no_background(),
+        )
+        .expect("start");
         (dir, db)
     }
 

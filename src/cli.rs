@@ -210,7 +210,14 @@ fn open_for_command(config: &Config) -> Result<(DataDir, Db), CliError> {
     let path = data_dir.database_path();
     let mut conn = db::open_writer_connection(&path)?;
     migrations::migrate(&mut conn)?;
-    let db = Db::start(&path, conn, 1, Box::new(|_| {}))?;
+    // One-shot commands send no messages; indexing is the server's.
+    let db = Db::start(
+        &path,
+        conn,
+        1,
+        Box::new(|_| {}),
+        db::writer::no_background(),
+    )?;
     Ok((data_dir, db))
 }
 

@@ -27,8 +27,12 @@
 //! contain such scripts is the upgrade path.
 //!
 //! The index (`messages_fts`, external content over `messages`) is kept by the
-//! writer: [`index_body`] and [`unindex_body`] run in the same transaction as the
-//! change, after all of the batch's jobs (see `WriteCtx::before_commit`).
+//! writer, off the commit path of a send: its background step ([`indexer`])
+//! indexes new messages a few hundred at a time and records how far it got in
+//! `search_index_state.indexed_upto`. Messages up to that id are in the index
+//! with their current text (edits and deletes of those update it in their own
+//! transaction, [`is_indexed`]); later ones are not yet. A word search first has
+//! the writer catch up ([`needs_catch_up`]), so a message just sent is found.
 
 use std::collections::HashMap;
 
@@ -65,7 +69,6 @@ pub enum Term {
     Substring(String),
 }
 
-/// Scripts written without spaces between words.
 /// Adds a text message's body to the full-text index.
 pub fn index_body(conn: &Connection, message_id: i64, body: &str) -> rusqlite::Result<()> {
     conn.prepare_cached("INSERT INTO messages_fts (rowid, body) VALUES (?1, ?2)")?
@@ -83,6 +86,67 @@ pub fn unindex_body(conn: &Connection, message_id: i64, body: &str) -> rusqlite:
     Ok(())
 }
 
+/// The last message id the index has taken in.
+fn indexed_upto(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT indexed_upto FROM search_index_state WHERE id = 1")?
+        .query_row([], |row| row.get(0))
+}
+
+/// Whether the index has taken in this message (and so must be told of its
+/// edit or delete); a later message is indexed with whatever text it has then.
+pub fn is_indexed(conn: &Connection, message_id: i64) -> rusqlite::Result<bool> {
+    Ok(message_id <= indexed_upto(conn)?)
+}
+
+/// Indexes up to `limit` messages past the watermark (text messages not deleted;
+/// the others are only stepped over) and moves it; says whether more remain. Runs
+/// in the caller's transaction.
+pub fn index_pending(conn: &Connection, limit: usize) -> rusqlite::Result<bool> {
+    let from = indexed_upto(conn)?;
+    let mut last = from;
+    let mut seen = 0usize;
+    let mut pending = conn.prepare_cached(
+        "SELECT id, kind = 'text' AND deleted_at IS NULL, body FROM messages
+         WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    // One row past the limit tells whether more remain.
+    let mut rows = pending.query(rusqlite::params![from, limit as i64 + 1])?;
+    let mut more = false;
+    while let Some(row) = rows.next()? {
+        if seen == limit {
+            more = true;
+            break;
+        }
+        let id: i64 = row.get(0)?;
+        if row.get::<_, bool>(1)? {
+            index_body(conn, id, row.get_ref(2)?.as_str()?)?;
+        }
+        last = id;
+        seen += 1;
+    }
+    if last > from {
+        conn.prepare_cached("UPDATE search_index_state SET indexed_upto = ?1 WHERE id = 1")?
+            .execute([last])?;
+    }
+    Ok(more)
+}
+
+/// The writer's background step: [`index_pending`].
+pub fn indexer() -> crate::db::BackgroundStep {
+    Box::new(|conn, limit| Ok(index_pending(conn, limit)?))
+}
+
+/// Whether messages were committed that the index has not taken in yet (then a
+/// word search asks the writer to catch up first).
+pub fn needs_catch_up(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT COALESCE((SELECT MAX(id) FROM messages), 0) > indexed_upto
+         FROM search_index_state WHERE id = 1",
+    )?
+    .query_row([], |row| row.get(0))
+}
+
+/// Scripts written without spaces between words.
 pub fn is_unsegmented(c: char) -> bool {
     matches!(c as u32,
         0x0E00..=0x0EFF       // Thai, Lao
@@ -580,8 +644,58 @@ mod tests {
         )
         .expect("insert");
         let id = conn.last_insert_rowid();
-        super::index_body(conn, id, body).expect("index");
+        assert!(!index_pending(conn, 100).expect("index"), "all indexed");
         id
+    }
+
+    fn insert_unindexed(conn: &Connection, kind: &str, body: &str) -> i64 {
+        conn.execute(
+            "INSERT INTO messages (conversation_id, sender_id, kind, body, created_at)
+             VALUES (1, 1, ?1, ?2, 0)",
+            rusqlite::params![kind, body],
+        )
+        .expect("insert");
+        conn.last_insert_rowid()
+    }
+
+    #[test]
+    fn the_index_catches_up_from_its_watermark() {
+        let conn = fixture();
+        let first = post(&conn, 1, 1, "first indexed");
+        assert!(is_indexed(&conn, first).expect("state"));
+        assert!(!needs_catch_up(&conn).expect("state"));
+
+        let edited = insert_unindexed(&conn, "text", "draft wording");
+        let system = insert_unindexed(&conn, "system", "wording joined");
+        let deleted = insert_unindexed(&conn, "text", "wording removed");
+        let plain = insert_unindexed(&conn, "text", "final wording");
+        assert!(needs_catch_up(&conn).expect("state"));
+        assert!(!is_indexed(&conn, edited).expect("state"));
+        // Edited and deleted before the index took them in: nothing to undo.
+        conn.execute_batch(&format!(
+            "UPDATE messages SET body = 'clean wording' WHERE id = {edited};
+             UPDATE messages SET body = '', deleted_at = 1 WHERE id = {deleted};"
+        ))
+        .expect("change");
+
+        assert!(index_pending(&conn, 2).expect("step"), "more remain");
+        assert!(is_indexed(&conn, system).expect("state"));
+        assert!(!is_indexed(&conn, deleted).expect("state"));
+        assert!(needs_catch_up(&conn).expect("state"));
+        assert!(!index_pending(&conn, 2).expect("step"), "done");
+        assert!(!needs_catch_up(&conn).expect("state"));
+        assert!(!index_pending(&conn, 2).expect("step"), "nothing to do");
+
+        // The text each message has now, once; not system or deleted messages.
+        assert_eq!(ids(&conn, 1, "wording"), vec![plain, edited]);
+        assert!(ids(&conn, 1, "draft").is_empty());
+        assert!(ids(&conn, 1, "removed").is_empty());
+        assert_eq!(ids(&conn, 1, "first"), vec![first]);
+        let integrity: Result<usize, _> = conn.execute(
+            "INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')",
+            [],
+        );
+        assert!(integrity.is_ok(), "the index is sound: {integrity:?}");
     }
 
     fn ids(conn: &Connection, viewer: i64, q: &str) -> Vec<i64> {

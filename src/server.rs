@@ -67,6 +67,7 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
         conn,
         config.server.read_connections,
         Box::new(move |events| publisher.publish(events)),
+        crate::search::indexer(),
     )?;
     let metrics = Metrics::new(hub.clone(), db.writer.stats.clone());
     crate::backup::remove_stale_temp_files(&data_dir.root);
@@ -226,7 +227,7 @@ async fn shutdown_signal() {
 }
 
 /// Periodic work: typing timeouts, persisting delivery marks and last-seen
-/// times, WAL checkpoints, revocations made by other processes, pruning the
+/// times, search indexing in quiet moments, WAL checkpoints, revocations made by other processes, pruning the
 /// event log, scheduled backups.
 fn spawn_chores(state: SharedState) -> Vec<tokio::task::JoinHandle<()>> {
     let mut chores = Vec::new();
@@ -237,6 +238,8 @@ fn spawn_chores(state: SharedState) -> Vec<tokio::task::JoinHandle<()>> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            // Messages sent in a quiet moment are indexed for search within a second.
+            checkpoint_db.writer.nudge_background();
             if let Err(err) = checkpoint_db.checkpoint().await {
                 tracing::warn!(error = %err, "checkpointing the WAL failed");
             }

@@ -235,6 +235,32 @@ async fn search_end_to_end() {
     assert!((200..300).contains(&status), "delete: {status} {body}");
     assert!(ids(&search(&server, &alice, &[("q", "hello")]).await).is_empty());
 
+    // Edited and deleted right after sending: before the writer's background
+    // step has indexed them (it runs a second later, or at the next search).
+    let interim = send(&server, &alice, &group, "interim wording").await;
+    let scrap = send(&server, &alice, &group, "interim scrap").await;
+    let (status, body) = server
+        .patch(
+            &format!("/api/v1/messages/{interim}"),
+            &alice,
+            json!({"body": "settled wording"}),
+        )
+        .await;
+    assert!((200..300).contains(&status), "edit: {status} {body}");
+    let (status, body) = server
+        .delete(&format!("/api/v1/messages/{scrap}"), &alice)
+        .await;
+    assert!((200..300).contains(&status), "delete: {status} {body}");
+    assert!(ids(&search(&server, &alice, &[("q", "interim")]).await).is_empty());
+    assert_eq!(
+        ids(&search(&server, &alice, &[("q", "wording")]).await),
+        vec![interim]
+    );
+    assert_eq!(
+        ids(&search(&server, &alice, &[("q", "scrap")]).await),
+        Vec::<i64>::new()
+    );
+
     // Bad requests.
     for (params, field) in [
         (vec![("q", "")], "q"),

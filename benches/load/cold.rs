@@ -248,11 +248,12 @@ pub fn seed(data_dir: &Path, messages: usize, my_conversations: usize) -> Res<Se
         tx.commit().map_err(e)?;
         done = end;
     }
-    // The server indexes each message as it stores it; for a bulk seed, one
-    // rebuild from the messages table is much faster.
-    conn.execute(
-        "INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')",
-        [],
+    // The server indexes messages a few hundred at a time; for a bulk seed, one
+    // rebuild from the messages table is much faster. The watermark tells the
+    // server all of them are in.
+    conn.execute_batch(
+        "INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+         UPDATE search_index_state SET indexed_upto = (SELECT MAX(id) FROM messages);",
     )
     .map_err(e)?;
 

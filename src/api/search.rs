@@ -77,17 +77,43 @@ async fn search_messages(
         limit,
     };
     let viewer = caller.user_id;
+    let first = query.clone();
     let page = state
         .db
-        .read(move |conn| {
-            if let Some(conversation_id) = query.conversation_id {
-                // A conversation one cannot read does not exist (404), as elsewhere.
-                access::require_readable(conn, viewer, conversation_id)?;
-            }
-            search::search(conn, viewer, &query)
-        })
+        .read(move |conn| read_page(conn, viewer, &first, true))
         .await?;
+    let page = match page {
+        Some(page) => page,
+        None => {
+            // Messages committed since the index's last step: index them first.
+            state.db.writer.catch_up_background().await?;
+            state
+                .db
+                .read(move |conn| read_page(conn, viewer, &query, false))
+                .await?
+                .ok_or_else(|| AppError::internal("the search index did not catch up"))?
+        }
+    };
     Ok(ok(&page))
+}
+
+/// A page of results; `None` (with `require_indexed`) when the query needs the
+/// word index and the index has not yet taken in every committed message.
+fn read_page(
+    conn: &rusqlite::Connection,
+    viewer: i64,
+    query: &SearchQuery,
+    require_indexed: bool,
+) -> AppResult<Option<search::SearchPage>> {
+    if let Some(conversation_id) = query.conversation_id {
+        // A conversation one cannot read does not exist (404), as elsewhere.
+        access::require_readable(conn, viewer, conversation_id)?;
+    }
+    let uses_index = search::fts_expression(&query.terms).is_some();
+    if require_indexed && uses_index && search::needs_catch_up(conn)? {
+        return Ok(None);
+    }
+    search::search(conn, viewer, query).map(Some)
 }
 
 #[cfg(test)]

@@ -465,7 +465,8 @@ pub fn send(ctx: &mut WriteCtx<'_>, sender: i64, new: NewMessage) -> AppResult<S
         now
     ])?;
     let id = conn.last_insert_rowid();
-    reindex_later(ctx, id, None, Some(new.body.clone()));
+    // Indexed for search by the writer's background step, off this commit.
+    ctx.leave_background_work();
     let conn = ctx.conn();
     for (position, attachment_id) in new.attachment_ids.iter().enumerate() {
         conn.prepare_cached(
@@ -525,23 +526,27 @@ pub fn send(ctx: &mut WriteCtx<'_>, sender: i64, new: NewMessage) -> AppResult<S
     })
 }
 
-/// Updates a text message's entry in the full-text index at the end of the
-/// transaction (see [`WriteCtx::before_commit`] for why not at once).
+/// Replaces (or with `new_body` None, removes) a text message's entry in the
+/// full-text index at the end of the transaction (see [`WriteCtx::before_commit`]
+/// for why not at once), if the index has taken it in already: otherwise the
+/// index will take in whatever text it has then.
 fn reindex_later(
     ctx: &mut WriteCtx<'_>,
     id: i64,
-    old_body: Option<String>,
+    old_body: String,
     new_body: Option<String>,
-) {
+) -> AppResult<()> {
+    if !search::is_indexed(ctx.conn(), id)? {
+        return Ok(());
+    }
     ctx.before_commit(move |conn| {
-        if let Some(old) = old_body {
-            search::unindex_body(conn, id, &old)?;
-        }
+        search::unindex_body(conn, id, &old_body)?;
         if let Some(new) = new_body {
             search::index_body(conn, id, &new)?;
         }
         Ok::<(), DbError>(())
     });
+    Ok(())
 }
 
 /// Posts a `system` message (membership changes) and emits it.
@@ -649,7 +654,7 @@ pub fn edit(
         ],
     )?;
     let old_body = std::mem::replace(&mut message.body, body);
-    reindex_later(ctx, message_id, Some(old_body), Some(message.body.clone()));
+    reindex_later(ctx, message_id, old_body, Some(message.body.clone()))?;
     message.edited_at = Some(now);
     message.mentions = mentions;
     emit_message(ctx, "message.updated", &message, Some(editor))?;
@@ -673,7 +678,7 @@ pub fn delete(ctx: &mut WriteCtx<'_>, deleter: i64, message_id: i64) -> AppResul
         params![now, message_id],
     )?;
     if message.kind == "text" {
-        reindex_later(ctx, message_id, Some(message.body.clone()), None);
+        reindex_later(ctx, message_id, message.body.clone(), None)?;
     }
     let conn = ctx.conn();
     conn.execute(

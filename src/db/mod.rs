@@ -12,7 +12,9 @@ use std::time::Duration;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags};
 
-pub use writer::{CommittedEvent, EventDraft, EventPayload, MembershipChange, WriteCtx, Writer};
+pub use writer::{
+    BackgroundStep, CommittedEvent, EventDraft, EventPayload, MembershipChange, WriteCtx, Writer,
+};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +97,7 @@ impl Db {
         writer_conn: Connection,
         read_connections: u32,
         on_commit: writer::CommitHook,
+        background: BackgroundStep,
     ) -> Result<Db, DbError> {
         let manager = SqliteConnectionManager::file(path)
             .with_flags(
@@ -110,7 +113,7 @@ impl Db {
             .build(manager)?;
         let checkpointer = Connection::open(path)?;
         apply_pragmas(&checkpointer, false)?;
-        let writer = Writer::start(writer_conn, on_commit)?;
+        let writer = Writer::start(writer_conn, on_commit, background)?;
         Ok(Db {
             path: path.to_owned(),
             reads,
@@ -208,7 +211,8 @@ mod tests {
         let path = dir.path().join(DB_FILE);
         let mut conn = open_writer_connection(&path).expect("open");
         migrations::migrate(&mut conn).expect("migrate");
-        let db = Db::start(&path, conn, 1, Box::new(|_| {})).expect("start");
+        let db =
+            Db::start(&path, conn, 1, Box::new(|_| {}), writer::no_background()).expect("start");
         db.writer
             .run(|ctx| {
                 ctx.conn().execute(

@@ -6,6 +6,9 @@
 //! Jobs append durable events through [`WriteCtx::emit`]; the events are written in
 //! the same transaction as the change and handed to the commit hook (the realtime
 //! hub) only after the commit succeeded, in event-id order.
+//!
+//! Work that need not delay a caller (the full-text index) is left to a
+//! [`BackgroundStep`] the writer runs in transactions of its own, between batches.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -22,6 +25,13 @@ use super::{DbError, now_ms};
 const MAX_BATCH: usize = 512;
 /// Bounded queue: callers wait (asynchronously) when the writer is this far behind.
 const QUEUE_DEPTH: usize = 4096;
+/// The background step runs as soon as this many items await it; fewer wait for
+/// a nudge ([`Writer::nudge_background`]). Under load that is one step per
+/// this many messages, instead of one small index segment per commit.
+const BACKGROUND_AFTER: u64 = 256;
+/// Most items one background transaction takes (a few milliseconds of work), so a
+/// backlog never holds the jobs queued behind it for long.
+const BACKGROUND_STEP_LIMIT: usize = 2048;
 
 /// A membership change carried by an event, applied by the hub to its routing table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,12 +124,23 @@ pub type CommitHook = Box<dyn Fn(Vec<Arc<CommittedEvent>>) + Send>;
 /// Work a job leaves for the end of its transaction (see [`WriteCtx::before_commit`]).
 pub type BeforeCommit = Box<dyn FnOnce(&Connection) -> Result<(), DbError>>;
 
+/// Work the writer does off the jobs' commit path, in a transaction of its own:
+/// handles up to `limit` waiting items and says whether more remain. It must find
+/// its work in the database (it runs after any restart as well).
+pub type BackgroundStep = Box<dyn FnMut(&Connection, usize) -> Result<bool, DbError> + Send>;
+
+/// A [`BackgroundStep`] with nothing to do, for tools and tests.
+pub fn no_background() -> BackgroundStep {
+    Box::new(|_, _| Ok(false))
+}
+
 /// What a job sees: the open transaction and the event log.
 pub struct WriteCtx<'a> {
     conn: &'a Connection,
     events: &'a mut Vec<Arc<CommittedEvent>>,
     before_commit: &'a mut Vec<BeforeCommit>,
     next_event_id: &'a mut i64,
+    background_items: &'a mut u64,
     now: i64,
 }
 
@@ -149,6 +170,12 @@ impl WriteCtx<'_> {
         work: impl FnOnce(&Connection) -> Result<(), DbError> + 'static,
     ) {
         self.before_commit.push(Box::new(work));
+    }
+
+    /// Tells the writer this change left an item for its [`BackgroundStep`] (a
+    /// message to index), so that the step runs soon.
+    pub fn leave_background_work(&mut self) {
+        *self.background_items += 1;
     }
 
     /// Appends a durable event in this transaction and returns its id.
@@ -214,6 +241,10 @@ struct Job {
 
 enum Command {
     Job(Job),
+    /// Run the background step if anything awaits it.
+    Nudge,
+    /// Run the background step until nothing awaits it, then answer.
+    CatchUp(oneshot::Sender<Result<(), DbError>>),
     Stop(oneshot::Sender<()>),
 }
 
@@ -225,6 +256,8 @@ pub struct WriterStats {
     pub last_batch_size: AtomicU64,
     /// Jobs per committed transaction.
     pub batch_sizes: prometheus_client::metrics::histogram::Histogram,
+    /// Items awaiting the background step (an estimate: 1 may mean "some").
+    pub background_pending: AtomicU64,
 }
 
 impl Default for WriterStats {
@@ -234,6 +267,7 @@ impl Default for WriterStats {
             jobs: AtomicU64::new(0),
             last_batch_size: AtomicU64::new(0),
             batch_sizes: crate::metrics::batch_size_histogram(),
+            background_pending: AtomicU64::new(0),
         }
     }
 }
@@ -247,7 +281,11 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start(conn: Connection, on_commit: CommitHook) -> Result<Writer, DbError> {
+    pub fn start(
+        conn: Connection,
+        on_commit: CommitHook,
+        background: BackgroundStep,
+    ) -> Result<Writer, DbError> {
         // AUTOINCREMENT's sequence remembers the highest id ever used, so ids are
         // never reused even after old events were pruned.
         let last_event_id: i64 = conn.query_row(
@@ -262,7 +300,21 @@ impl Writer {
         let thread_stats = stats.clone();
         let handle = std::thread::Builder::new()
             .name("lanchat-writer".into())
-            .spawn(move || writer_loop(conn, receiver, next_event_id, on_commit, &thread_stats))
+            .spawn(move || {
+                let mut background = Background {
+                    step: background,
+                    // Whatever the last run left is found by the first step.
+                    pending: 1,
+                };
+                writer_loop(
+                    conn,
+                    receiver,
+                    next_event_id,
+                    on_commit,
+                    &mut background,
+                    &thread_stats,
+                )
+            })
             .map_err(|err| DbError::Task(err.to_string()))?;
         Ok(Writer {
             queue,
@@ -377,6 +429,26 @@ impl Writer {
             .map_err(|_| E::from(DbError::WriterGone))?
     }
 
+    /// Has the background step run soon if anything awaits it; the server calls
+    /// this periodically, so work left in a quiet moment is done within a period.
+    pub fn nudge_background(&self) {
+        if self.stats.background_pending.load(Ordering::Relaxed) > 0 {
+            // A full queue means a busy writer: the next nudge will do.
+            let _ = self.queue.try_send(Command::Nudge);
+        }
+    }
+
+    /// Waits until the background step has done everything committed before
+    /// this call (search calls it so that a message just sent can be found).
+    pub async fn catch_up_background(&self) -> Result<(), DbError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Command::CatchUp(reply))
+            .await
+            .map_err(|_| DbError::WriterGone)?;
+        answer.await.map_err(|_| DbError::WriterGone)?
+    }
+
     /// Whether the writer thread is still taking jobs (for `/healthz`).
     pub fn is_alive(&self) -> bool {
         if self.queue.is_closed() {
@@ -414,31 +486,71 @@ impl Writer {
     }
 }
 
+/// The background step and how much work awaits it.
+struct Background {
+    step: BackgroundStep,
+    pending: u64,
+}
+
+/// What one turn of the writer loop took from the queue.
+#[derive(Default)]
+struct Intake {
+    batch: Vec<Job>,
+    nudged: bool,
+    catch_up: Vec<oneshot::Sender<Result<(), DbError>>>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Intake {
+    fn take(&mut self, command: Command) {
+        match command {
+            Command::Job(job) => self.batch.push(job),
+            Command::Nudge => self.nudged = true,
+            Command::CatchUp(reply) => self.catch_up.push(reply),
+            Command::Stop(done) => self.stop = Some(done),
+        }
+    }
+}
+
 fn writer_loop(
     conn: Connection,
     mut receiver: mpsc::Receiver<Command>,
     mut next_event_id: i64,
     on_commit: CommitHook,
+    background: &mut Background,
     stats: &WriterStats,
 ) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    let mut stop: Option<oneshot::Sender<()>> = None;
-    while stop.is_none() {
+    let mut intake = Intake {
+        batch: Vec::with_capacity(MAX_BATCH),
+        ..Intake::default()
+    };
+    stats
+        .background_pending
+        .store(background.pending, Ordering::Relaxed);
+    while intake.stop.is_none() {
         match receiver.blocking_recv() {
-            Some(Command::Job(job)) => batch.push(job),
-            Some(Command::Stop(done)) => stop = Some(done),
+            Some(command) => intake.take(command),
             None => break,
         }
-        while batch.len() < MAX_BATCH && stop.is_none() {
+        while intake.batch.len() < MAX_BATCH && intake.stop.is_none() {
             match receiver.try_recv() {
-                Ok(Command::Job(job)) => batch.push(job),
-                Ok(Command::Stop(done)) => stop = Some(done),
+                Ok(command) => intake.take(command),
                 Err(_) => break,
             }
         }
-        if !batch.is_empty() {
-            run_batch(&conn, &mut batch, &mut next_event_id, &on_commit, stats);
+        if !intake.batch.is_empty() {
+            background.pending += run_batch(
+                &conn,
+                &mut intake.batch,
+                &mut next_event_id,
+                &on_commit,
+                stats,
+            );
         }
+        run_background(&conn, background, &mut intake);
+        stats
+            .background_pending
+            .store(background.pending, Ordering::Relaxed);
     }
     // Refuse anything queued after the stop: their callers see WriterGone.
     receiver.close();
@@ -446,9 +558,55 @@ fn writer_loop(
     if let Err((_, err)) = conn.close() {
         tracing::error!(error = %err, "closing the database failed");
     }
-    if let Some(done) = stop {
+    if let Some(done) = intake.stop {
         let _ = done.send(());
     }
+}
+
+/// Runs the background step when it is due: until done if someone waits for it,
+/// once if nudged or if enough work piled up.
+fn run_background(conn: &Connection, background: &mut Background, intake: &mut Intake) {
+    let nudged = std::mem::take(&mut intake.nudged);
+    if !intake.catch_up.is_empty() {
+        let outcome = loop {
+            match background_transaction(conn, background) {
+                Ok(true) => continue,
+                Ok(false) => break Ok(()),
+                Err(err) => break Err(err),
+            }
+        };
+        // On failure, the next nudge tries again.
+        background.pending = u64::from(outcome.is_err());
+        for reply in intake.catch_up.drain(..) {
+            let answer = match &outcome {
+                Ok(()) => Ok(()),
+                Err(err) => Err(DbError::Task(err.to_string())),
+            };
+            let _ = reply.send(answer);
+        }
+    } else if background.pending >= BACKGROUND_AFTER || (nudged && background.pending > 0) {
+        match background_transaction(conn, background) {
+            // Any rest waits for the next nudge or pile-up: jobs come first.
+            Ok(more) => background.pending = u64::from(more),
+            Err(_) => background.pending = 1,
+        }
+    }
+}
+
+/// One background step in a transaction of its own.
+fn background_transaction(conn: &Connection, background: &mut Background) -> Result<bool, DbError> {
+    let outcome = run_cached(conn, "BEGIN IMMEDIATE")
+        .map_err(DbError::from)
+        .and_then(|_| (background.step)(conn, BACKGROUND_STEP_LIMIT))
+        .and_then(|more| {
+            run_cached(conn, "COMMIT")?;
+            Ok(more)
+        });
+    if let Err(err) = &outcome {
+        tracing::warn!(error = %err, "the writer's background step failed; it will be retried");
+        let _ = run_cached(conn, "ROLLBACK");
+    }
+    outcome
 }
 
 /// Runs a statement without parameters through the statement cache (the savepoint
@@ -457,23 +615,26 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<usize> {
     conn.prepare_cached(sql)?.execute([])
 }
 
+/// Runs one batch of jobs in one transaction; returns how many items the
+/// committed jobs left for the background step.
 fn run_batch(
     conn: &Connection,
     batch: &mut Vec<Job>,
     next_event_id: &mut i64,
     on_commit: &CommitHook,
     stats: &WriterStats,
-) {
+) -> u64 {
     let batch_start_event_id = *next_event_id;
     let mut finishers: Vec<Finisher> = Vec::with_capacity(batch.len());
     let mut events: Vec<Arc<CommittedEvent>> = Vec::new();
     let mut before_commit: Vec<BeforeCommit> = Vec::new();
+    let mut background_items = 0u64;
 
     if let Err(err) = run_cached(conn, "BEGIN IMMEDIATE") {
         tracing::error!(error = %err, "could not begin a write transaction");
         // Dropping the jobs drops their reply channels: callers get `WriterGone`.
         batch.clear();
-        return;
+        return 0;
     }
 
     let now = now_ms();
@@ -508,6 +669,7 @@ fn run_batch(
             events: &mut events,
             before_commit: &mut before_commit,
             next_event_id,
+            background_items: &mut background_items,
             now,
         };
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| (job.run)(&mut ctx)));
@@ -566,6 +728,7 @@ fn run_batch(
             for finish in finishers {
                 finish(Ok(()));
             }
+            background_items
         }
         Err(err) => {
             tracing::error!(error = %err, "commit failed; the batch was rolled back");
@@ -574,6 +737,7 @@ fn run_batch(
             for finish in finishers {
                 finish(Err(DbError::Task(err.to_string())));
             }
+            0
         }
     }
 }
@@ -583,6 +747,10 @@ mod tests {
     use super::*;
 
     fn writer() -> Writer {
+        writer_with(no_background())
+    }
+
+    fn writer_with(background: BackgroundStep) -> Writer {
         let conn = Connection::open_in_memory().expect("open");
         conn.execute_batch(
             "CREATE TABLE events (event_id INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT,
@@ -591,7 +759,79 @@ mod tests {
              CREATE TABLE log (line TEXT NOT NULL);",
         )
         .expect("schema");
-        Writer::start(conn, Box::new(|_| {})).expect("writer")
+        Writer::start(conn, Box::new(|_| {}), background).expect("writer")
+    }
+
+    /// A background step that logs each run (in its transaction) and answers
+    /// from `script` (then "nothing more"); returns how many times it ran.
+    fn scripted_step(
+        script: Vec<Result<bool, DbError>>,
+    ) -> (BackgroundStep, Arc<std::sync::atomic::AtomicUsize>) {
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = runs.clone();
+        let mut script = std::collections::VecDeque::from(script);
+        let step: BackgroundStep = Box::new(move |conn, limit| {
+            assert_eq!(limit, BACKGROUND_STEP_LIMIT);
+            counter.fetch_add(1, Ordering::SeqCst);
+            log(conn, "step")?;
+            script.pop_front().unwrap_or(Ok(false))
+        });
+        (step, runs)
+    }
+
+    /// Runs a job leaving `items` for the background step, and one more job after
+    /// it, so that whatever the writer did in between is done.
+    async fn leave(writer: &Writer, items: u64) {
+        writer
+            .run(move |ctx| {
+                for _ in 0..items {
+                    ctx.leave_background_work();
+                }
+                Ok::<(), DbError>(())
+            })
+            .await
+            .expect("job");
+        writer.run(|_| Ok::<(), DbError>(())).await.expect("job");
+    }
+
+    #[tokio::test]
+    async fn the_background_step_waits_for_a_nudge_or_a_pile_of_work() {
+        let (step, runs) = scripted_step(vec![]);
+        let writer = writer_with(step);
+        leave(&writer, 3).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 0, "a little work waits");
+        writer.nudge_background();
+        leave(&writer, 0).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "a nudge runs it");
+        writer.nudge_background();
+        leave(&writer, 0).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "nothing left: no run");
+        leave(&writer, BACKGROUND_AFTER).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "a pile runs it at once");
+        assert_eq!(lines(&writer).await, ["step", "step"]);
+        writer.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn catching_up_runs_the_step_until_done_and_reports_failure() {
+        let (step, runs) = scripted_step(vec![
+            Ok(true),
+            Ok(true),
+            Ok(false),
+            Err(DbError::Task("index broken".into())),
+        ]);
+        let writer = writer_with(step);
+        writer.catch_up_background().await.expect("caught up");
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        let failed = writer.catch_up_background().await;
+        assert!(failed.is_err(), "the failure reaches the waiter");
+        // The failed step's writes were rolled back; jobs go on; it is retried.
+        assert_eq!(lines(&writer).await, ["step", "step", "step"]);
+        writer.nudge_background();
+        leave(&writer, 0).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 5);
+        assert_eq!(lines(&writer).await.len(), 4);
+        writer.shutdown().await;
     }
 
     fn log(conn: &Connection, line: &str) -> Result<(), DbError> {

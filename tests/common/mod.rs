@@ -190,7 +190,7 @@ impl Sandbox {
     /// over two distinct stored files, all sent by user 1 (create a user first,
     /// and start the server after). Returns the stored files' paths relative to
     /// the data directory. Also leaves an upload in progress in `files/tmp/`, which
-    /// a backup must leave out.
+    /// a backup must leave out. The server indexes the messages for search itself.
     pub fn seed_content(&self) -> Vec<String> {
         use sha2::Digest;
         let data_dir = self.data_dir();
@@ -203,8 +203,7 @@ impl Sandbox {
              INSERT INTO messages (id, conversation_id, sender_id, body, created_at)
                  VALUES (1, 1, 1, 'hello world', 1001), (2, 1, 1, 'second', 1002);
              INSERT INTO messages (id, conversation_id, sender_id, body, created_at, deleted_at)
-                 VALUES (3, 1, 1, '', 1003, 1004);
-             INSERT INTO messages_fts (rowid, body) VALUES (1, 'hello world'), (2, 'second');",
+                 VALUES (3, 1, 1, '', 1003, 1004);",
         )
         .expect("seed rows");
         let contents: [&[u8]; 2] = [
