@@ -227,20 +227,30 @@ async fn shutdown_signal() {
 }
 
 /// Periodic work: typing timeouts, persisting delivery marks and last-seen
-/// times, search indexing in quiet moments, WAL checkpoints, revocations made by other processes, pruning the
+/// times, search indexing and WAL checkpoints in quiet moments, revocations made by other processes, pruning the
 /// event log, scheduled backups.
 fn spawn_chores(state: SharedState) -> Vec<tokio::task::JoinHandle<()>> {
     let mut chores = Vec::new();
     chores.push(tokio::spawn(watch_revocations(state.clone())));
-    let checkpoint_db = state.db.clone();
+    let deferred_db = state.db.clone();
     chores.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // Quiet moments are looked for at this pace; under steady load the
+        // deferred work runs every `BUSY_EVERY` ticks anyway.
+        const TICK: Duration = Duration::from_millis(250);
+        const BUSY_EVERY: u32 = 8;
+        let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut schedule = db::DeferredSchedule::new(BUSY_EVERY);
         loop {
             tick.tick().await;
-            // Messages sent in a quiet moment are indexed for search within a second.
-            checkpoint_db.writer.nudge_background();
-            if let Err(err) = checkpoint_db.checkpoint().await {
+            let work = schedule.tick(deferred_db.writer.stats.all_transactions());
+            if work.nudge_background {
+                // Messages sent in a quiet moment are indexed for search at once.
+                deferred_db.writer.nudge_background();
+            }
+            if work.checkpoint
+                && let Err(err) = deferred_db.checkpoint().await
+            {
                 tracing::warn!(error = %err, "checkpointing the WAL failed");
             }
         }
@@ -366,13 +376,66 @@ pub async fn prune_events(state: &SharedState) -> Result<usize, AppError> {
         .writer
         .run(move |ctx| {
             let cutoff = ctx.now() - max_age_ms;
-            let removed = ctx.conn().execute(
-                "DELETE FROM events
-                 WHERE event_id <= (SELECT COALESCE(MAX(event_id), 0) FROM events) - ?1
-                    OR created_at < ?2",
-                params![keep, cutoff],
-            )?;
-            Ok(removed)
+            Ok(delete_old_events(ctx.conn(), keep, cutoff)?)
         })
         .await
+}
+
+/// Deletes all but the newest `keep` events, and those created before `cutoff`
+/// (ms). Event ids grow with time, so both are a range of ids: found from the
+/// oldest end, without an index on the time (one page fewer written per event).
+fn delete_old_events(
+    conn: &rusqlite::Connection,
+    keep: i64,
+    cutoff: i64,
+) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM events WHERE event_id < MAX(
+             (SELECT COALESCE(MAX(event_id), 0) FROM events) - ?1 + 1,
+             COALESCE((SELECT event_id FROM events WHERE created_at >= ?2 ORDER BY event_id LIMIT 1),
+                      (SELECT COALESCE(MAX(event_id), 0) + 1 FROM events)))",
+        params![keep, cutoff],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(created: &[i64]) -> rusqlite::Connection {
+        let mut conn = rusqlite::Connection::open_in_memory().expect("db");
+        migrations::migrate(&mut conn).expect("migrate");
+        for (i, at) in created.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO events (event_id, type, payload, created_at) VALUES (?1, 't', '{}', ?2)",
+                params![i as i64 + 1, at],
+            )
+            .expect("event");
+        }
+        conn
+    }
+
+    fn left(conn: &rusqlite::Connection) -> Vec<i64> {
+        let mut stmt = conn
+            .prepare("SELECT event_id FROM events ORDER BY 1")
+            .expect("query");
+        stmt.query_map([], |row| row.get(0))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("ids")
+    }
+
+    #[test]
+    fn old_events_are_pruned_by_count_or_age() {
+        let conn = events(&[10, 20, 30, 40, 50]);
+        assert_eq!(delete_old_events(&conn, 10, 0).expect("prune"), 0);
+        assert_eq!(delete_old_events(&conn, 3, 0).expect("prune"), 2);
+        assert_eq!(left(&conn), [3, 4, 5]);
+        assert_eq!(delete_old_events(&conn, 10, 40).expect("prune"), 1);
+        assert_eq!(left(&conn), [4, 5]);
+        // All too old: none kept, whatever the count.
+        assert_eq!(delete_old_events(&conn, 10, 60).expect("prune"), 2);
+        assert!(left(&conn).is_empty());
+        assert_eq!(delete_old_events(&conn, 10, 60).expect("prune"), 0);
+    }
 }

@@ -102,6 +102,11 @@ pub async fn p1(target: &mut Target, count: usize, filler: &str, timeout: Durati
     for reader in readers {
         latencies.extend(reader.await.map_err(|e| e.to_string())?.latencies);
     }
+    // For finding what the slow messages have in common (a period, a chore).
+    if let Some(path) = std::env::var_os("LANCHAT_BENCH_P1_LATENCIES") {
+        let lines: String = latencies.iter().map(|ns| format!("{ns}\n")).collect();
+        std::fs::write(&path, lines).map_err(|e| format!("writing {path:?}: {e}"))?;
+    }
     let delivered = phase.delivered();
     Ok(Flow {
         complete,

@@ -57,6 +57,9 @@ fn apply_pragmas(conn: &Connection, writer: bool) -> rusqlite::Result<()> {
         // and two fsyncs). This is only the backstop, for the command line and for
         // a checkpointer that cannot keep up: ~256 MiB of WAL.
         conn.pragma_update(None, "wal_autocheckpoint", 65536)?;
+        // After a burst, give the disk back: the WAL is cut to this size when it
+        // starts over (it is reused, not shrunk, otherwise).
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     }
     conn.pragma_update(None, "cache_size", -16384)?; // 16 MiB per connection
     conn.pragma_update(None, "temp_store", "MEMORY")?;
@@ -125,7 +128,7 @@ impl Db {
     /// Copies committed WAL pages into the main database file, off the writer
     /// thread and without waiting for readers or the writer (`PASSIVE`): the
     /// writer starts the WAL over once a checkpoint has caught up. The server
-    /// calls it every second; with nothing new it costs next to nothing.
+    /// calls it in quiet moments (see [`DeferredSchedule`]).
     /// Returns (frames in the WAL, frames checkpointed).
     pub async fn checkpoint(&self) -> Result<(i64, i64), DbError> {
         let checkpointer = self.checkpointer.clone();
@@ -193,6 +196,57 @@ impl Db {
     }
 }
 
+/// When the server does the writer's deferred work: the WAL checkpoint and the
+/// search index's background step. Both are left for quiet moments, a tick with
+/// no commit: a checkpoint during a burst of messages fsyncs the WAL while the
+/// writer appends to it, and the commits behind it waited milliseconds (a run
+/// of 25 slow messages in P1). Under steady load they still run, every
+/// `busy_every` ticks.
+#[derive(Debug)]
+pub struct DeferredSchedule {
+    busy_every: u32,
+    last_commits: u64,
+    checkpointed_commits: u64,
+    busy_ticks: u32,
+}
+
+/// What a tick of [`DeferredSchedule`] says to do.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DeferredWork {
+    pub nudge_background: bool,
+    pub checkpoint: bool,
+}
+
+impl DeferredSchedule {
+    pub fn new(busy_every: u32) -> DeferredSchedule {
+        DeferredSchedule {
+            busy_every: busy_every.max(1),
+            last_commits: 0,
+            checkpointed_commits: 0,
+            busy_ticks: 0,
+        }
+    }
+
+    /// Called every tick with the writer's count of committed transactions.
+    pub fn tick(&mut self, commits: u64) -> DeferredWork {
+        let quiet = commits == self.last_commits;
+        self.last_commits = commits;
+        self.busy_ticks = if quiet { 0 } else { self.busy_ticks + 1 };
+        let overdue = self.busy_ticks >= self.busy_every;
+        if overdue {
+            self.busy_ticks = 0;
+        }
+        let checkpoint = (quiet || overdue) && commits != self.checkpointed_commits;
+        if checkpoint {
+            self.checkpointed_commits = commits;
+        }
+        DeferredWork {
+            nudge_background: quiet || overdue,
+            checkpoint,
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch: the contract's timestamp unit.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -204,6 +258,33 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deferred_work_waits_for_a_quiet_tick_or_is_overdue() {
+        let mut schedule = DeferredSchedule::new(3);
+        let none = DeferredWork::default();
+        let both = DeferredWork {
+            nudge_background: true,
+            checkpoint: true,
+        };
+        let nudge_only = DeferredWork {
+            nudge_background: true,
+            checkpoint: false,
+        };
+        // Nothing committed yet: nothing to checkpoint.
+        assert_eq!(schedule.tick(0), nudge_only);
+        // A burst: wait while commits go on...
+        assert_eq!(schedule.tick(10), none);
+        assert_eq!(schedule.tick(20), none);
+        // ...until the first quiet tick.
+        assert_eq!(schedule.tick(20), both);
+        assert_eq!(schedule.tick(20), nudge_only, "already checkpointed");
+        // Steady load: every third busy tick anyway.
+        assert_eq!(schedule.tick(30), none);
+        assert_eq!(schedule.tick(40), none);
+        assert_eq!(schedule.tick(50), both);
+        assert_eq!(schedule.tick(60), none);
+    }
 
     #[tokio::test]
     async fn checkpoint_copies_the_wal_off_the_writer() {

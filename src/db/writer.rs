@@ -28,10 +28,10 @@ const QUEUE_DEPTH: usize = 4096;
 /// The background step runs as soon as this many items await it; fewer wait for
 /// a nudge ([`Writer::nudge_background`]). Under load that is one step per
 /// this many messages, instead of one small index segment per commit.
-const BACKGROUND_AFTER: u64 = 256;
+const BACKGROUND_AFTER: u64 = 1024;
 /// Most items one background transaction takes (a few milliseconds of work), so a
 /// backlog never holds the jobs queued behind it for long.
-const BACKGROUND_STEP_LIMIT: usize = 2048;
+const BACKGROUND_STEP_LIMIT: usize = 4096;
 
 /// A membership change carried by an event, applied by the hub to its routing table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,6 +258,17 @@ pub struct WriterStats {
     pub batch_sizes: prometheus_client::metrics::histogram::Histogram,
     /// Items awaiting the background step (an estimate: 1 may mean "some").
     pub background_pending: AtomicU64,
+    /// Transactions the background step ran.
+    pub background_transactions: AtomicU64,
+}
+
+impl WriterStats {
+    /// Every transaction run, the jobs' and the background step's: when this has
+    /// not moved, the writer was idle.
+    pub fn all_transactions(&self) -> u64 {
+        self.transactions.load(Ordering::Relaxed)
+            + self.background_transactions.load(Ordering::Relaxed)
+    }
 }
 
 impl Default for WriterStats {
@@ -268,6 +279,7 @@ impl Default for WriterStats {
             last_batch_size: AtomicU64::new(0),
             batch_sizes: crate::metrics::batch_size_histogram(),
             background_pending: AtomicU64::new(0),
+            background_transactions: AtomicU64::new(0),
         }
     }
 }
@@ -305,6 +317,7 @@ impl Writer {
                     step: background,
                     // Whatever the last run left is found by the first step.
                     pending: 1,
+                    transactions: 0,
                 };
                 writer_loop(
                     conn,
@@ -490,6 +503,7 @@ impl Writer {
 struct Background {
     step: BackgroundStep,
     pending: u64,
+    transactions: u64,
 }
 
 /// What one turn of the writer loop took from the queue.
@@ -551,6 +565,9 @@ fn writer_loop(
         stats
             .background_pending
             .store(background.pending, Ordering::Relaxed);
+        stats
+            .background_transactions
+            .store(background.transactions, Ordering::Relaxed);
     }
     // Refuse anything queued after the stop: their callers see WriterGone.
     receiver.close();
@@ -595,6 +612,7 @@ fn run_background(conn: &Connection, background: &mut Background, intake: &mut I
 
 /// One background step in a transaction of its own.
 fn background_transaction(conn: &Connection, background: &mut Background) -> Result<bool, DbError> {
+    background.transactions += 1;
     let outcome = run_cached(conn, "BEGIN IMMEDIATE")
         .map_err(DbError::from)
         .and_then(|_| (background.step)(conn, BACKGROUND_STEP_LIMIT))
