@@ -1,10 +1,10 @@
--- The writer indexes new messages for search in transactions of its own, a few
--- hundred at a time, instead of in the commit of each send (db::writer's
+-- The writer indexes new messages for search in transactions of its own, up to
+-- a thousand at a time, instead of in the commit of each send (db::writer's
 -- background step, search::index_pending): with one message per commit, FTS5
 -- wrote one index segment per message. Messages with id <= indexed_upto are in
--- messages_fts with their current body; later ones are indexed within a second,
--- or at once when someone searches. Everything before this migration was
--- already indexed.
+-- messages_fts with their current body; later ones are indexed at the next
+-- quiet moment (within seconds), or at once when someone searches. Everything
+-- before this migration was already indexed.
 CREATE TABLE search_index_state (
     id           INTEGER PRIMARY KEY CHECK (id = 1),
     indexed_upto INTEGER NOT NULL

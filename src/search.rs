@@ -28,7 +28,7 @@
 //!
 //! The index (`messages_fts`, external content over `messages`) is kept by the
 //! writer, off the commit path of a send: its background step ([`indexer`])
-//! indexes new messages a few hundred at a time and records how far it got in
+//! indexes new messages up to a thousand at a time and records how far it got in
 //! `search_index_state.indexed_upto`. Messages up to that id are in the index
 //! with their current text (edits and deletes of those update it in their own
 //! transaction, [`is_indexed`]); later ones are not yet. A word search first has

@@ -227,8 +227,8 @@ async fn shutdown_signal() {
 }
 
 /// Periodic work: typing timeouts, persisting delivery marks and last-seen
-/// times, search indexing and WAL checkpoints in quiet moments, revocations made by other processes, pruning the
-/// event log, scheduled backups.
+/// times, search indexing and WAL checkpoints in quiet moments, revocations
+/// made by other processes, pruning the event log, scheduled backups.
 fn spawn_chores(state: SharedState) -> Vec<tokio::task::JoinHandle<()>> {
     let mut chores = Vec::new();
     chores.push(tokio::spawn(watch_revocations(state.clone())));
