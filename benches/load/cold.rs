@@ -248,7 +248,7 @@ pub fn seed(data_dir: &Path, messages: usize, my_conversations: usize) -> Res<Se
         tx.commit().map_err(e)?;
         done = end;
     }
-    // The server indexes messages a few hundred at a time; for a bulk seed, one
+    // The server indexes messages up to a thousand at a time; for a bulk seed, one
     // rebuild from the messages table is much faster. The watermark tells the
     // server all of them are in.
     conn.execute_batch(
