@@ -893,6 +893,15 @@ mod tests {
         futures_util::future::join_all(outcomes).await
     }
 
+    /// Which of `jobs`, run in one batch with savepoints, succeeded.
+    async fn succeeded(writer: &Writer, jobs: Vec<TestJob>) -> Vec<bool> {
+        one_batch(writer, false, jobs)
+            .await
+            .iter()
+            .map(Result::is_ok)
+            .collect()
+    }
+
     async fn lines(writer: &Writer) -> Vec<String> {
         writer
             .run(|ctx| {
@@ -917,11 +926,7 @@ mod tests {
                 Ok(())
             }) as TestJob
         });
-        let results: Vec<bool> = one_batch(&writer, false, jobs.into())
-            .await
-            .iter()
-            .map(Result::is_ok)
-            .collect();
+        let results = succeeded(&writer, jobs.into()).await;
         assert_eq!(results, [true, false, true]);
         // One batch: the deferred work after every job, in order; b's went with b.
         assert_eq!(lines(&writer).await, ["a", "c", "a later", "c later"]);
@@ -971,11 +976,7 @@ mod tests {
                 Ok(())
             }) as TestJob
         });
-        let results: Vec<bool> = one_batch(&writer, false, jobs.into())
-            .await
-            .iter()
-            .map(Result::is_ok)
-            .collect();
+        let results = succeeded(&writer, jobs.into()).await;
         assert_eq!(results, [false, true, false, true]);
         assert_eq!(lines(&writer).await, ["b", "d"]);
         // Event ids of rolled-back jobs are reused: the log has no gaps.
