@@ -43,7 +43,10 @@ fn a_file_named_lanchat_is_installed_only_when_named() {
     assert!(text.contains("no lanchat binary found"), "{text}");
     let (ok, text) = dry_run(&["./lanchat"]);
     assert!(ok, "{text}");
-    assert!(text.contains("/lanchat /usr/local/bin/lanchat.new"), "{text}");
+    assert!(
+        text.contains("/lanchat /usr/local/bin/lanchat.new"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -70,7 +73,9 @@ fn nothing_is_chowned_recursively_as_root() {
         .filter(|line| !line.trim_start().starts_with('#'))
         .collect();
     assert!(
-        !code.iter().any(|line| line.contains("chown -R") || line.contains("chown --recursive")),
+        !code
+            .iter()
+            .any(|line| line.contains("chown -R") || line.contains("chown --recursive")),
         "install.sh chowns recursively"
     );
 }
