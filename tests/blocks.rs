@@ -8,11 +8,16 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn connect(server: &TestServer, who: &Session) -> WsClient {
-    let mut ws = server.ws_connect(&who.access_token).await;
-    let hello = ws.recv_json(WAIT).await;
-    assert_eq!(hello["type"], "hello", "{hello}");
-    ws
+/// Sends a message over REST; panics unless it is stored.
+async fn say(server: &TestServer, who: &Session, conversation: i64, body: &str) {
+    let (status, reply) = server
+        .post(
+            &format!("/api/v1/conversations/{conversation}/messages"),
+            who,
+            json!({ "body": body }),
+        )
+        .await;
+    assert_eq!(status, 201, "{reply}");
 }
 
 #[tokio::test]
@@ -89,29 +94,15 @@ async fn in_a_shared_group_the_blocker_sees_nothing_of_the_blocked_user() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let (status, _) = server
-        .post(
-            &format!("/api/v1/conversations/{id}/messages"),
-            &carol,
-            json!({ "body": "hello team" }),
-        )
-        .await;
-    assert_eq!(status, 201);
+    say(&server, &carol, id, "hello team").await;
     let (status, _) = server
         .put(&format!("/api/v1/users/{}/block", bob.user_id), &alice)
         .await;
     assert_eq!(status, 204);
-    let mut alice_ws = connect(&server, &alice).await;
+    let mut alice_ws = server.ws_connect_hello(&alice.access_token).await;
 
     // Bob writes and renames the group: Alice hears none of it.
-    let (status, _) = server
-        .post(
-            &format!("/api/v1/conversations/{id}/messages"),
-            &bob,
-            json!({ "body": "something nasty" }),
-        )
-        .await;
-    assert_eq!(status, 201);
+    say(&server, &bob, id, "something nasty").await;
     let (status, body) = server
         .patch(
             &format!("/api/v1/conversations/{id}"),
@@ -121,27 +112,13 @@ async fn in_a_shared_group_the_blocker_sees_nothing_of_the_blocked_user() {
         .await;
     assert_eq!(status, 200, "{body}");
     // Carol's next message is the first thing Alice receives.
-    let (status, _) = server
-        .post(
-            &format!("/api/v1/conversations/{id}/messages"),
-            &carol,
-            json!({ "body": "from carol" }),
-        )
-        .await;
-    assert_eq!(status, 201);
+    say(&server, &carol, id, "from carol").await;
     let first = alice_ws.recv_json(WAIT).await;
     assert_eq!(first["type"], "message.created", "{first}");
     assert_eq!(first["message"]["body"], "from carol", "{first}");
 
     // Bob writes last: the sidebar preview shows Carol's message, not Bob's.
-    let (status, _) = server
-        .post(
-            &format!("/api/v1/conversations/{id}/messages"),
-            &bob,
-            json!({ "body": "still nasty" }),
-        )
-        .await;
-    assert_eq!(status, 201);
+    say(&server, &bob, id, "still nasty").await;
     let (_, list) = server.get("/api/v1/conversations", &alice).await;
     let item = &list["items"][0];
     assert_eq!(item["last_message"]["body"], "from carol", "{item}");

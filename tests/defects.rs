@@ -93,10 +93,19 @@ async fn the_setup_token_is_not_logged_is_new_at_each_start_and_expires() {
     let link = setup_link(&server);
     let (_, token) = link.split_once("/setup?token=").expect("a setup link");
     let token = token.to_owned();
-    // Standard output is not a terminal here, and the log is no place for it.
-    let stdout = server.stdout_lines().join("\n");
-    assert!(!stdout.contains(&token), "{stdout}");
+    // Standard output is not a terminal here: it names the file, not the link.
+    let deadline = std::time::Instant::now() + WAIT;
+    let stdout = loop {
+        let stdout = server.stdout_lines().join("\n");
+        if stdout.contains("setup-link.txt") || std::time::Instant::now() > deadline {
+            break stdout;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(stdout.contains("setup-link.txt"), "{stdout}");
+    assert!(!stdout.contains(&token), "{stdout}");
+    // The log is no place for it either.
+    server.wait_for_stderr("setup link").await;
     assert!(!server.stderr().contains(&token), "the token is in the log");
 
     server.restart().await;

@@ -14,13 +14,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn connect(server: &TestServer, who: &Session) -> WsClient {
-    let mut ws = server.ws_connect(&who.access_token).await;
-    let hello = ws.recv_json(WAIT).await;
-    assert_eq!(hello["type"], "hello", "{hello}");
-    ws
-}
-
 #[tokio::test]
 async fn rate_limited_errors_name_the_refused_send() {
     let server =
@@ -29,7 +22,7 @@ async fn rate_limited_errors_name_the_refused_send() {
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let id = server.direct(&alice, &bob).await;
-    let mut ws = connect(&server, &alice).await;
+    let mut ws = server.ws_connect_hello(&alice.access_token).await;
     // A burst of 2 is allowed; the third and fourth sends are refused.
     for n in 0..4 {
         ws.send_json(&json!({
@@ -54,7 +47,7 @@ async fn wrong_typed_fields_are_named() {
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let id = server.direct(&alice, &bob).await;
-    let mut ws = connect(&server, &alice).await;
+    let mut ws = server.ws_connect_hello(&alice.access_token).await;
     for (frame, field) in [
         (
             json!({"type": "message.send", "conversation_id": id, "body": 5, "client_id": "x"}),
@@ -92,7 +85,7 @@ async fn wrong_typed_fields_are_named() {
 async fn a_frame_over_one_mebibyte_is_closed_with_1009() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
-    let mut ws = connect(&server, &alice).await;
+    let mut ws = server.ws_connect_hello(&alice.access_token).await;
     let huge = "x".repeat(1024 * 1024 + 16);
     // The server may stop reading before the whole frame is sent.
     let _ = ws.stream.send(Message::text(huge)).await;
@@ -105,7 +98,7 @@ async fn a_protocol_violation_is_closed_with_1002() {
     let alice = server.register("alice").await;
     // Written straight to the socket, as no client library would: a frame
     // with the reserved bits set (no extension was negotiated).
-    let mut ws = connect(&server, &alice).await;
+    let mut ws = server.ws_connect_hello(&alice.access_token).await;
     let bad_frame = [0xF1u8, 0x80, 0, 0, 0, 0];
     match ws.stream.get_mut() {
         tokio_tungstenite::MaybeTlsStream::Plain(tcp) => {

@@ -983,6 +983,15 @@ impl TestServer {
             .unwrap_or_else(|err| panic!("WebSocket connect failed: {err}"))
     }
 
+    /// [`TestServer::ws_connect`], then reads the `hello` frame (panics unless
+    /// it comes first).
+    pub async fn ws_connect_hello(&self, token: &str) -> WsClient {
+        let mut ws = self.ws_connect(token).await;
+        let hello = ws.recv_json(Duration::from_secs(10)).await;
+        assert_eq!(hello["type"], "hello", "{hello}");
+        ws
+    }
+
     /// Opens a WebSocket on any path and query (`/api/v1/ws?token=..&since=..`);
     /// the error tells why an upgrade was refused (for a refused upgrade it holds
     /// the HTTP response).
