@@ -33,9 +33,10 @@ Usage: install.sh [OPTIONS] [BINARY]
 
 Install lanchat as a systemd service.
 
-  BINARY            the lanchat binary to install. Default: the first that exists of
-                    ./target/release/lanchat, ./target/x86_64-unknown-linux-gnu/release/lanchat
-                    and ./lanchat (relative to the current directory, then to this script).
+  BINARY            the lanchat binary to install (e.g. ./lanchat). Default: the first
+                    that exists of ./target/release/lanchat and
+                    ./target/x86_64-unknown-linux-gnu/release/lanchat (relative to the
+                    current directory, then to this script).
 
 Options:
   -n, --dry-run     print every action (commands prefixed with "+ ") without doing
@@ -156,7 +157,6 @@ find_binary() {
             candidates+=(
                 "$dir/target/release/lanchat"
                 "$dir/target/x86_64-unknown-linux-gnu/release/lanchat"
-                "$dir/lanchat"
             )
         done
     fi
@@ -175,7 +175,9 @@ find_binary() {
         warn "no lanchat binary found (build one with: cargo build --release); continuing because of --dry-run"
         return 0
     fi
-    die "no lanchat binary found; build it with 'cargo build --release' or pass its path as an argument"
+    # A file that merely happens to be called ./lanchat is not installed as root
+    # unless it is named on the command line.
+    die "no lanchat binary found; build it with 'cargo build --release' or pass its path as an argument (e.g. ./lanchat)"
 }
 
 nologin_shell() {
@@ -265,7 +267,13 @@ RestartSec=2s
 # On SIGTERM lanchat finishes in-flight requests and flushes the database.
 TimeoutStopSec=30s
 UMask=0077
+# One file descriptor per connection: room for thousands of WebSockets.
 LimitNOFILE=65536
+# Threads: a few per core, plus up to 512 for blocking work under load.
+TasksMax=1024
+# A ceiling for a runaway (about 12 KiB per open WebSocket and a few hundred MiB
+# of caches are normal). Raise it for a very large office: systemctl edit lanchat
+MemoryMax=2G
 
 # Hardening
 NoNewPrivileges=yes
@@ -275,6 +283,7 @@ StateDirectory=lanchat
 StateDirectoryMode=0700
 PrivateTmp=yes
 ProtectHome=yes
+ProtectProc=invisible
 PrivateDevices=yes
 ProtectKernelTunables=yes
 ProtectKernelModules=yes
@@ -339,10 +348,10 @@ create_user() {
 
 create_data_dir() {
     run install -d -m 0700 -o "$SERVICE_USER" -g "$SERVICE_USER" -- "$DATA_DIR"
-    # Files left from an earlier install with another uid: give them back to the service.
-    if [[ -d $DATA_DIR ]] && [[ -n $(find "$DATA_DIR" ! -user "$SERVICE_USER" -print -quit 2>/dev/null) ]]; then
-        run chown -R -- "$SERVICE_USER:$SERVICE_USER" "$DATA_DIR"
-    fi
+    # Nothing below it is chowned here: the service user can write there, and a
+    # recursive chown as root would follow a link it planted (to /etc/shadow, say).
+    # Files left by an earlier install with another uid are given back by systemd
+    # itself when the service starts (StateDirectory= in the unit does it safely).
 }
 
 write_config() {

@@ -84,6 +84,16 @@ pub struct AuthConfig {
     pub login_max_failures_per_address: u32,
     /// The throttling window, in seconds.
     pub login_window_secs: u64,
+    /// The longest delay between login attempts for one username, in seconds.
+    pub login_max_delay_secs: u64,
+    /// Registration attempts from one client address within the window.
+    pub register_max_per_address: u32,
+    /// The registration throttling window, in seconds.
+    pub register_window_secs: u64,
+    /// Password hashes waiting for a hashing thread before requests get 503.
+    pub password_hash_queue: usize,
+    /// How long the first-run setup token printed at start-up is valid, in seconds.
+    pub setup_token_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -159,6 +169,11 @@ impl Default for AuthConfig {
             login_max_failures_per_user: 5,
             login_max_failures_per_address: 20,
             login_window_secs: 15 * 60,
+            login_max_delay_secs: 300,
+            register_max_per_address: 10,
+            register_window_secs: 3600,
+            password_hash_queue: 64,
+            setup_token_ttl_secs: 3600,
         }
     }
 }

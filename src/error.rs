@@ -60,6 +60,13 @@ pub enum AppError {
     /// 503: the server cannot serve right now (database unusable, shutting down).
     #[error("{0}")]
     Unavailable(Cow<'static, str>),
+    /// 503 with a `Retry-After` of this many seconds: too busy for this request
+    /// right now (the password hashing queue is full).
+    #[error("{message}")]
+    Overloaded {
+        message: Cow<'static, str>,
+        retry_after_secs: u64,
+    },
     /// 500: a bug or an I/O failure. The cause is logged, the user sees a generic text.
     #[error("internal error: {0}")]
     Internal(String),
@@ -147,7 +154,9 @@ impl AppError {
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unavailable(_) | AppError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -164,7 +173,7 @@ impl AppError {
             AppError::PayloadTooLarge(_) => "payload_too_large",
             AppError::UnsupportedMediaType(_) => "unsupported_media_type",
             AppError::RateLimited { .. } => "rate_limited",
-            AppError::Unavailable(_) => "unavailable",
+            AppError::Unavailable(_) | AppError::Overloaded { .. } => "unavailable",
             AppError::Internal(_) => "internal",
         }
     }
@@ -226,7 +235,10 @@ impl warp::Reply for AppError {
         let mut response =
             warp::reply::with_status(warp::reply::json(&body), status).into_response();
         match self {
-            AppError::RateLimited { retry_after_secs } => {
+            AppError::RateLimited { retry_after_secs }
+            | AppError::Overloaded {
+                retry_after_secs, ..
+            } => {
                 if let Ok(value) = warp::http::HeaderValue::from_str(&retry_after_secs.to_string())
                 {
                     response

@@ -46,14 +46,14 @@ fn latency_histogram() -> Histogram {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     method: Cow<'static, str>,
-    route: String,
+    route: Cow<'static, str>,
     status: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     method: Cow<'static, str>,
-    route: String,
+    route: Cow<'static, str>,
 }
 
 /// The metrics registry and the instruments code updates. Cheap to clone.
@@ -139,8 +139,8 @@ impl Metrics {
 
     /// Records one answered HTTP request.
     pub fn record_http(&self, method: &Method, path: &str, status: u16, elapsed: Duration) {
+        let route = Cow::Borrowed(route_label(method, path));
         let method = method_label(method);
-        let route = route_label(path);
         self.inner
             .http_requests
             .get_or_create(&RequestLabels {
@@ -176,70 +176,118 @@ fn method_label(method: &Method) -> Cow<'static, str> {
     })
 }
 
-/// Path segments kept as they are in route labels; every other segment becomes
-/// `{id}` (numeric) or `{param}`, so that ids, invite codes, emoji and random
-/// paths cannot create new series.
-const KNOWN_SEGMENTS: &[&str] = &[
-    "api",
-    "v1",
-    "admin",
-    "attachments",
-    "auth",
-    "backup",
-    "block",
-    "channels",
-    "conversations",
-    "export",
-    "invites",
-    "join",
-    "leave",
-    "login",
-    "logout",
-    "me",
-    "members",
-    "messages",
-    "mute",
-    "openapi.json",
-    "password",
-    "reactions",
-    "read",
-    "refresh",
-    "register",
-    "search",
-    "sessions",
-    "settings",
-    "setup",
-    "stats",
-    "users",
-    "ws",
-];
+/// The label of every request that matched no route of the server.
+pub const UNMATCHED: &str = "unmatched";
+/// The label of the web client's files (every other `GET` outside `/api/`).
+pub const STATIC: &str = "static";
 
-/// The low-cardinality route of a request path: `/api/v1/users/17/block` →
-/// `/api/v1/users/{id}/block`; everything the web client serves → `static`.
-pub fn route_label(path: &str) -> String {
-    match path {
-        "/healthz" | "/metrics" => return path.to_owned(),
-        _ => {}
-    }
-    if path != "/api" && !path.starts_with("/api/") {
-        return "static".to_owned();
-    }
-    let mut route = String::new();
-    for (i, segment) in path.split('/').filter(|s| !s.is_empty()).enumerate() {
-        if i >= 8 {
-            route.push_str("/…");
-            break;
+/// One route of the server, as a template such as `/api/v1/users/{id}/block`.
+struct RouteTemplate {
+    label: String,
+    segments: Vec<Segment>,
+}
+
+enum Segment {
+    Literal(String),
+    /// An integer parameter (the server's ids): other text does not match.
+    Integer,
+    /// Any other parameter (an invite code, an emoji).
+    Any,
+}
+
+/// The server's routes, read from its own OpenAPI document (which documents
+/// every route, the WebSocket, `/healthz` and `/metrics` included), so that
+/// labels come from route templates only and cannot drift from the router.
+struct RouteTable {
+    routes: Vec<RouteTemplate>,
+}
+
+impl RouteTable {
+    fn from_openapi(document: &'static serde_json::Value) -> RouteTable {
+        let mut routes = Vec::new();
+        if let Some(paths) = document["paths"].as_object() {
+            for (path, item) in paths {
+                // Parameters are listed on the path or its operations, inline or
+                // as references to the shared ones.
+                let resolve = |p: &'static serde_json::Value| -> &'static serde_json::Value {
+                    match p["$ref"]
+                        .as_str()
+                        .and_then(|r| r.strip_prefix("#/components/parameters/"))
+                    {
+                        Some(name) => &document["components"]["parameters"][name],
+                        None => p,
+                    }
+                };
+                let integer_params: Vec<&str> = std::iter::once(item)
+                    .chain(item.as_object().into_iter().flat_map(|ops| ops.values()))
+                    .filter_map(|op| op["parameters"].as_array())
+                    .flatten()
+                    .map(resolve)
+                    .filter(|p| p["in"] == "path" && p["schema"]["type"] == "integer")
+                    .filter_map(|p| p["name"].as_str())
+                    .collect();
+                let segments = path
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(|segment| {
+                        match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                            Some(name) if integer_params.contains(&name) => Segment::Integer,
+                            Some(_) => Segment::Any,
+                            None => Segment::Literal(segment.to_owned()),
+                        }
+                    })
+                    .collect();
+                routes.push(RouteTemplate {
+                    label: path.clone(),
+                    segments,
+                });
+            }
         }
-        route.push('/');
-        if KNOWN_SEGMENTS.contains(&segment) {
-            route.push_str(segment);
-        } else if segment.bytes().all(|b| b.is_ascii_digit()) {
-            route.push_str("{id}");
-        } else {
-            route.push_str("{param}");
+        RouteTable { routes }
+    }
+
+    fn label(&self, method: &Method, path: &str) -> &str {
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let found = self.routes.iter().find(|route| {
+            route.segments.len() == segments.len()
+                && route
+                    .segments
+                    .iter()
+                    .zip(&segments)
+                    .all(|(expected, got)| match expected {
+                        Segment::Literal(text) => text == got,
+                        Segment::Integer => got.parse::<i64>().is_ok(),
+                        Segment::Any => !got.is_empty(),
+                    })
+        });
+        match found {
+            Some(route) => &route.label,
+            None if (*method == Method::GET || *method == Method::HEAD)
+                && path != "/api"
+                && !path.starts_with("/api/") =>
+            {
+                STATIC
+            }
+            None => UNMATCHED,
         }
     }
-    route
+}
+
+fn route_table() -> &'static RouteTable {
+    static TABLE: std::sync::OnceLock<RouteTable> = std::sync::OnceLock::new();
+    static DOCUMENT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        RouteTable::from_openapi(
+            DOCUMENT.get_or_init(|| serde_json::from_str(crate::api::OPENAPI).unwrap_or_default()),
+        )
+    })
+}
+
+/// The route template a request matched (`/api/v1/users/17/block` →
+/// `/api/v1/users/{id}/block`), [`STATIC`] for the web client, or [`UNMATCHED`]:
+/// a bounded set of labels whatever paths clients send.
+pub fn route_label(method: &Method, path: &str) -> &'static str {
+    route_table().label(method, path)
 }
 
 /// Values read at scrape time.
@@ -326,27 +374,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn routes_are_low_cardinality() {
+    fn routes_are_labelled_by_template() {
+        let label = |method: Method, path: &str| route_label(&method, path);
         assert_eq!(
-            route_label("/api/v1/users/17/block"),
+            label(Method::PUT, "/api/v1/users/17/block"),
             "/api/v1/users/{id}/block"
         );
         assert_eq!(
-            route_label("/api/v1/admin/invites/X7KQ2M9P"),
-            "/api/v1/admin/invites/{param}"
+            label(Method::DELETE, "/api/v1/admin/invites/X7KQ2M9P"),
+            "/api/v1/admin/invites/{code}"
         );
         assert_eq!(
-            route_label("/api/v1/messages/5/reactions/%F0%9F%91%8D"),
-            "/api/v1/messages/{id}/reactions/{param}"
+            label(Method::PUT, "/api/v1/messages/5/reactions/%F0%9F%91%8D"),
+            "/api/v1/messages/{id}/reactions/{emoji}"
         );
-        assert_eq!(route_label("/"), "static");
-        assert_eq!(route_label("/some/spa/path"), "static");
-        assert_eq!(route_label("/apiary"), "static");
-        assert_eq!(route_label("/healthz"), "/healthz");
-        assert_eq!(
-            route_label("/api/v1/a/b/c/d/e/f/g/h/i"),
-            "/api/v1/{param}/{param}/{param}/{param}/{param}/{param}/…"
-        );
+        assert_eq!(label(Method::GET, "/api/v1/users/me"), "/api/v1/users/me");
+        assert_eq!(label(Method::GET, "/api/v1/ws"), "/api/v1/ws");
+        assert_eq!(label(Method::GET, "/healthz"), "/healthz");
+        assert_eq!(label(Method::GET, "/"), STATIC);
+        assert_eq!(label(Method::GET, "/some/spa/path"), STATIC);
+        assert_eq!(label(Method::GET, "/apiary"), STATIC);
+        for (method, path) in [
+            (Method::GET, "/api/v1/users/abc"),
+            (Method::GET, "/api/v1/users/me/ws/login"),
+            (Method::GET, "/api/v1/a/b/c/d/e/f/g/h/i"),
+            (Method::GET, "/api"),
+            (Method::POST, "/index.html"),
+            (Method::GET, "/api/v2/users"),
+        ] {
+            assert_eq!(label(method, path), UNMATCHED, "{path}");
+        }
     }
 
     #[test]

@@ -168,9 +168,9 @@ fn announce(state: &SharedState, local: SocketAddr) {
             .first()
             .cloned()
             .unwrap_or_else(|| format!("http://{local}"));
-        println!("  first-run setup: {base}/setup?token={token}");
-        println!("  (or run: lanchat --create-user NAME --admin)");
-        tracing::warn!(setup_url = %format!("{base}/setup?token={token}"), "no admin yet: open the setup link to create one");
+        crate::api::setup::announce_link(state, &format!("{base}/setup?token={token}"));
+    } else {
+        crate::api::setup::remove_link_file(state);
     }
 }
 

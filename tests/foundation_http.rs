@@ -520,7 +520,11 @@ async fn api_errors_are_json_and_nosniff() {
 
 #[tokio::test]
 async fn concurrent_registrations_of_one_name_create_one_user() {
-    let server = TestServer::start().await;
+    // 32 registrations from one address: past the default per-address throttle.
+    let server = TestServer::start_with(
+        ServerOptions::new().env("LANCHAT_AUTH_REGISTER_MAX_PER_ADDRESS", "100"),
+    )
+    .await;
     let attempts = (0..16).map(|i| {
         server.post(
             REGISTER,

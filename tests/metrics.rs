@@ -189,3 +189,59 @@ async fn logs_can_be_json() {
         assert!(value["level"].is_string(), "{line}");
     }
 }
+
+#[tokio::test]
+async fn route_labels_come_from_route_templates_only() {
+    let server = TestServer::start().await;
+    // Paths made of the API's own words, unauthenticated: none is a route.
+    let words = [
+        "users", "me", "ws", "login", "admin", "messages", "block", "read", "v1",
+    ];
+    let mut sent = 0;
+    for a in words {
+        for b in words {
+            for method in [Method::GET, Method::POST] {
+                let path = format!("/api/v1/{a}/{b}/{a}");
+                let reply = server.send(server.request(method, &path)).await;
+                assert!(reply.status >= 400, "{path}: {}", reply.status);
+                sent += 1;
+            }
+        }
+    }
+    let (status, _) = server.get("/api/v1/no-such-thing", ANON).await;
+    assert_eq!(status, 404);
+    let response = server.send(server.request(Method::GET, "/metrics")).await;
+    let samples = parse_exposition(&response.text);
+    let routes: std::collections::BTreeSet<String> = samples
+        .iter()
+        .filter(|(series, _)| series.starts_with("lanchat_http_requests_total{"))
+        .filter_map(|(series, _)| {
+            let start = series.find("route=\"")? + "route=\"".len();
+            let len = series[start..].find('"')?;
+            Some(series[start..start + len].to_owned())
+        })
+        .collect();
+    let openapi: Value = serde_json::from_str(
+        &server
+            .send(server.request(Method::GET, "/api/v1/openapi.json"))
+            .await
+            .text,
+    )
+    .expect("openapi");
+    for route in &routes {
+        assert!(
+            route == "unmatched" || route == "static" || openapi["paths"].get(route).is_some(),
+            "{route} is not a route template: {routes:?}"
+        );
+    }
+    assert!(routes.contains("unmatched"), "{routes:?}");
+    let unmatched: f64 = samples
+        .iter()
+        .filter(|(series, _)| {
+            series.starts_with("lanchat_http_requests_total{")
+                && series.contains("route=\"unmatched\"")
+        })
+        .map(|(_, value)| value)
+        .sum();
+    assert_eq!(unmatched, f64::from(sent + 1), "{routes:?}");
+}

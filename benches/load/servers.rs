@@ -15,8 +15,10 @@ pub type Res<T> = Result<T, String>;
 /// Environment the bench gives the lanchat server unless the caller's environment
 /// already sets the variable: lifts the per-user socket cap (C10K opens hundreds
 /// per user), the inbound frame rate limit (throughput workloads send far more
-/// than a person), the group size cap, and keeps access tokens valid for a long run.
+/// than a person), the group size cap and the registrations per address (every
+/// bench user registers from loopback), and keeps access tokens valid for a long run.
 pub const SERVER_ENV: &[(&str, &str)] = &[
+    ("LANCHAT_AUTH_REGISTER_MAX_PER_ADDRESS", "1000000"),
     ("LANCHAT_LIMITS_MAX_CONNECTIONS_PER_USER", "1000000"),
     ("LANCHAT_LIMITS_WS_FRAMES_PER_SEC", "1000000"),
     ("LANCHAT_LIMITS_MAX_GROUP_MEMBERS", "100000"),

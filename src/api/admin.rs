@@ -190,7 +190,7 @@ async fn create_user(
     let username = users::normalize_username(&body.username)?;
     users::validate_password("password", &body.password)?;
     let display_name = users::validate_display_name(body.display_name.as_deref().unwrap_or(""))?;
-    let hash = hash_password(body.password).await?;
+    let hash = hash_password(&state, body.password).await?;
     let is_admin = body.is_admin;
     let record = state
         .db
@@ -208,7 +208,7 @@ async fn create_user(
         })
         .await?;
     if record.is_admin {
-        state.auth.end_setup();
+        super::setup::end_setup(&state);
     }
     Ok(json(StatusCode::CREATED, &with_presence(&state, record)))
 }
@@ -234,7 +234,7 @@ async fn patch_user(
         users::validate_password("password", password)?;
     }
     let password_hash = match body.password {
-        Some(password) => Some(hash_password(password).await?),
+        Some(password) => Some(hash_password(&state, password).await?),
         None => None,
     };
     let change = UserChange {

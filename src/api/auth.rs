@@ -10,8 +10,9 @@ use warp::reply::Response;
 use super::{
     ClientInfo, authenticated, client_info, json, json_body, no_content, ok, respond, with_state,
 };
+use crate::auth::AuthUser;
+use crate::auth::password::{self, HashError};
 use crate::auth::sessions::{self, Rotation};
-use crate::auth::{AuthUser, password};
 use crate::db::WriteCtx;
 use crate::error::{AppError, AppResult};
 use crate::hub::close;
@@ -33,6 +34,7 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(s())
         .and(client_info())
+        .and(warp::cookie::optional::<String>(DEVICE_COOKIE))
         .and(json_body::<LoginRequest>(limit))
         .then(login)
         .map(respond);
@@ -114,22 +116,63 @@ pub struct NewAccount {
     pub as_setup_admin: bool,
 }
 
-/// Hashes `password` off the async threads (Argon2 is deliberately slow).
-pub async fn hash_password(password: String) -> AppResult<String> {
-    password::off_thread(move || password::hash(&password))
+/// The cookie holding a device token (see [`crate::auth::throttle`]). It is sent
+/// back only to the login endpoint and is not readable by scripts.
+pub const DEVICE_COOKIE: &str = "lanchat_device";
+
+/// Hashes `password` on the hashing threads (Argon2 is deliberately slow).
+pub async fn hash_password(state: &SharedState, password: String) -> AppResult<String> {
+    state
+        .auth
+        .hasher
+        .run(move || password::hash(&password))
         .await
-        .and_then(|hashed| hashed)
+        .map_err(hashing_error)?
         .map_err(AppError::internal)
 }
 
-/// Verifies off the async threads.
-pub async fn verify_password(stored: String, password: String) -> AppResult<bool> {
-    password::off_thread(move || password::verify(&stored, &password))
+/// Verifies on the hashing threads; `None` verifies against a decoy hash, so
+/// that an unknown username takes as long as a wrong password.
+pub async fn verify_password(
+    state: &SharedState,
+    stored: Option<String>,
+    password: String,
+) -> AppResult<bool> {
+    state
+        .auth
+        .hasher
+        .run(move || match stored {
+            Some(stored) => password::verify(&stored, &password),
+            None => password::verify(password::decoy_hash(), &password),
+        })
         .await
-        .map_err(AppError::internal)
+        .map_err(hashing_error)
 }
 
-/// Creates an account and signs it in: used by register and by setup.
+fn hashing_error(err: HashError) -> AppError {
+    match err {
+        HashError::Busy => AppError::Overloaded {
+            message: err.to_string().into(),
+            retry_after_secs: 1,
+        },
+        other => AppError::internal(other),
+    }
+}
+
+/// Refuses what cannot be a password before anything is hashed.
+pub fn check_password_length(field: &'static str, password: &str) -> AppResult<()> {
+    if password.chars().count() > users::PASSWORD_MAX {
+        return Err(AppError::validation(
+            field,
+            format!("a password has at most {} characters", users::PASSWORD_MAX),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates an account and signs it in: used by register and by setup. Every
+/// cheap check (the body, the registration mode, the username, the invite, the
+/// per-address throttle) comes before the password is hashed.
 pub async fn create_account(
     state: &SharedState,
     client: &ClientInfo,
@@ -148,21 +191,45 @@ pub async fn create_account(
                 ));
             }
             Registration::Invite if account.invite.as_deref().unwrap_or("").is_empty() => {
-                return Err(AppError::forbidden_code(
-                    "invalid_invite",
-                    "registration needs an invite code",
-                ));
+                return Err(invalid_invite());
             }
             _ => {}
         }
     }
-    let hash = hash_password(account.password).await?;
+    let invite = account
+        .invite
+        .filter(|_| registration == Registration::Invite && !account.as_setup_admin);
+    let (taken, invite_usable) = {
+        let (username, invite) = (username.clone(), invite.clone());
+        state
+            .db
+            .read(move |conn| {
+                let taken = users::get_with_hash(conn, &username)?.is_some();
+                let usable = match &invite {
+                    Some(code) => invite_is_usable(conn, code)?,
+                    None => true,
+                };
+                Ok::<_, AppError>((taken, usable))
+            })
+            .await?
+    };
+    if taken {
+        return Err(username_taken());
+    }
+    if !invite_usable {
+        return Err(invalid_invite());
+    }
+    if !account.as_setup_admin {
+        state
+            .auth
+            .registrations
+            .admit(client.ip())
+            .map_err(|retry_after_secs| AppError::RateLimited { retry_after_secs })?;
+    }
+    let hash = hash_password(state, account.password).await?;
     let ttl = state.auth.refresh_ttl_ms;
     let user_agent = client.user_agent.clone();
     let address = client.address_text();
-    let invite = account
-        .invite
-        .filter(|_| registration == Registration::Invite);
     let as_admin = account.as_setup_admin;
     let (user, session_id, refresh_token) = state
         .db
@@ -192,8 +259,61 @@ pub async fn create_account(
         })
         .await?;
     let online = state.hub.is_online(user.id);
+    let username = user.username.clone();
     let body = token_response(state, user.into_user(online), session_id, refresh_token)?;
-    Ok(json(StatusCode::CREATED, &body))
+    let mut response = json(StatusCode::CREATED, &body);
+    set_device_cookie(state, &mut response, &username, None);
+    Ok(response)
+}
+
+fn invalid_invite() -> AppError {
+    AppError::forbidden_code(
+        "invalid_invite",
+        "this invite code is missing, unknown, used up or expired",
+    )
+}
+
+fn username_taken() -> AppError {
+    AppError::Conflict {
+        code: "username_taken",
+        message: "this username is taken".into(),
+    }
+}
+
+/// Whether an invite code can still be used (checked again when it is used up).
+fn invite_is_usable(conn: &rusqlite::Connection, code: &str) -> AppResult<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM invites
+             WHERE code = ?1 AND uses_left > 0 AND (expires_at IS NULL OR expires_at > ?2))",
+        )?
+        .query_row(params![code, crate::db::now_ms()], |row| row.get(0))?)
+}
+
+/// Gives the client a device token for `username` (keeping its device id), so
+/// that its later logins are not held back by other clients' failures.
+fn set_device_cookie(
+    state: &SharedState,
+    response: &mut Response,
+    username: &str,
+    device: Option<&str>,
+) {
+    let token = match state.auth.keys.issue_device(username, device) {
+        Ok(token) => token,
+        Err(err) => {
+            tracing::warn!(error = %err, "could not issue a device token");
+            return;
+        }
+    };
+    let cookie = format!(
+        "{DEVICE_COOKIE}={token}; Path=/api/v1/auth/login; Max-Age={}; HttpOnly; SameSite=Strict",
+        crate::auth::tokens::DEVICE_TOKEN_TTL_SECS
+    );
+    if let Ok(value) = warp::http::HeaderValue::from_str(&cookie) {
+        response
+            .headers_mut()
+            .append(warp::http::header::SET_COOKIE, value);
+    }
 }
 
 /// Uses up one use of an invite, or fails with 403 `invalid_invite`.
@@ -205,10 +325,7 @@ fn consume_invite(ctx: &mut WriteCtx<'_>, code: &str) -> AppResult<()> {
         params![code, now],
     )?;
     if updated == 0 {
-        return Err(AppError::forbidden_code(
-            "invalid_invite",
-            "this invite code is unknown, used up or expired",
-        ));
+        return Err(invalid_invite());
     }
     Ok(())
 }
@@ -251,28 +368,38 @@ async fn register(
     .await
 }
 
-async fn login(state: SharedState, client: ClientInfo, body: LoginRequest) -> AppResult<Response> {
-    let username = body.username.trim().to_lowercase();
-    let ip = client.ip();
-    state
+async fn login(
+    state: SharedState,
+    client: ClientInfo,
+    device_cookie: Option<String>,
+    body: LoginRequest,
+) -> AppResult<Response> {
+    check_password_length("password", &body.password)?;
+    let wrong = || AppError::unauthorized("wrong username or password");
+    // A name that breaks the username rules cannot exist: nothing to verify.
+    let Ok(username) = users::normalize_username(&body.username) else {
+        return Err(wrong());
+    };
+    let device = device_cookie
+        .as_deref()
+        .and_then(|token| state.auth.keys.device_of(token, &username));
+    let attempt = state
         .auth
         .throttle
-        .check(&username, ip)
+        .begin(&username, client.ip(), device.as_deref())
         .map_err(|retry_after_secs| AppError::RateLimited { retry_after_secs })?;
     let lookup = username.clone();
     let found = state
         .db
         .read(move |conn| users::get_with_hash(conn, &lookup))
         .await?;
-    let wrong = || AppError::unauthorized("wrong username or password");
-    // Unknown users are checked against a decoy hash so both failures take as long.
-    let (stored, user) = match found {
-        Some((user, hash)) => (hash, Some(user)),
-        None => (password::decoy_hash().to_owned(), None),
+    let (user, stored) = match found {
+        Some((user, hash)) => (Some(user), Some(hash)),
+        None => (None, None),
     };
-    let matches = verify_password(stored, body.password).await?;
+    let matches = verify_password(&state, stored, body.password).await?;
     let Some(user) = user.filter(|_| matches) else {
-        state.auth.throttle.record_failure(&username, ip);
+        attempt.failed();
         return Err(wrong());
     };
     if user.disabled {
@@ -281,7 +408,7 @@ async fn login(state: SharedState, client: ClientInfo, body: LoginRequest) -> Ap
             "this account is disabled",
         ));
     }
-    state.auth.throttle.record_success(&username);
+    attempt.succeeded();
     let ttl = state.auth.refresh_ttl_ms;
     let user_id = user.id;
     let user_agent = client.user_agent.clone();
@@ -293,7 +420,9 @@ async fn login(state: SharedState, client: ClientInfo, body: LoginRequest) -> Ap
         .await?;
     let online = state.hub.is_online(user.id);
     let body = token_response(&state, user.into_user(online), session_id, refresh_token)?;
-    Ok(ok(&body))
+    let mut response = ok(&body);
+    set_device_cookie(&state, &mut response, &username, device.as_deref());
+    Ok(response)
 }
 
 async fn refresh(

@@ -31,7 +31,8 @@ use crate::auth::AuthUser;
 use crate::error::{AppError, AppResult};
 use crate::state::SharedState;
 
-static OPENAPI: &str = include_str!("openapi.json");
+/// The OpenAPI document served at `/api/v1/openapi.json`.
+pub static OPENAPI: &str = include_str!("openapi.json");
 
 /// Every route of the server, in one table.
 pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
@@ -415,6 +416,13 @@ fn clone_error(error: &AppError) -> AppError {
             retry_after_secs: *retry_after_secs,
         },
         AppError::Unavailable(message) => AppError::Unavailable(message.clone()),
+        AppError::Overloaded {
+            message,
+            retry_after_secs,
+        } => AppError::Overloaded {
+            message: message.clone(),
+            retry_after_secs: *retry_after_secs,
+        },
         AppError::Internal(cause) => AppError::Internal(cause.clone()),
     }
 }

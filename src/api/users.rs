@@ -6,7 +6,7 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
-use super::auth::{hash_password, verify_password};
+use super::auth::{check_password_length, hash_password, verify_password};
 use super::{authenticated, json_body, no_content, ok, query, respond, with_state};
 use crate::auth::{AuthUser, sessions};
 use crate::error::{AppError, AppResult};
@@ -78,9 +78,11 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-/// A user record with live presence.
-pub fn with_presence(state: &SharedState, record: UserRecord) -> User {
+/// A user record with live presence (the last-seen time is known to the hub
+/// before it is saved).
+pub fn with_presence(state: &SharedState, mut record: UserRecord) -> User {
     let online = state.hub.is_online(record.id);
+    record.last_seen_at = record.last_seen_at.max(state.hub.last_seen(record.id));
     record.into_user(online)
 }
 
@@ -148,19 +150,20 @@ async fn change_password(
     body: ChangePassword,
 ) -> AppResult<Response> {
     users::validate_password("new_password", &body.new_password)?;
+    check_password_length("current_password", &body.current_password)?;
     let user_id = caller.user_id;
     let stored = state
         .db
         .read(move |conn| users::password_hash(conn, user_id))
         .await?
         .ok_or_else(|| AppError::invalid_token("the account no longer exists"))?;
-    if !verify_password(stored, body.current_password).await? {
+    if !verify_password(&state, Some(stored), body.current_password).await? {
         return Err(AppError::Forbidden {
             code: "wrong_password",
             message: "the current password is wrong".into(),
         });
     }
-    let hash = hash_password(body.new_password).await?;
+    let hash = hash_password(&state, body.new_password).await?;
     let keep = caller.session_id;
     let revoked = state
         .db

@@ -11,10 +11,11 @@ use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::{StatusCode, header};
@@ -297,7 +298,14 @@ impl Connection {
                     }
                 }
                 incoming = stream.next() => {
-                    let Some(Ok(frame)) = incoming else { return };
+                    let frame = match incoming {
+                        Some(Ok(frame)) => frame,
+                        Some(Err(err)) => match violation(&err) {
+                            Some(close) => break close,
+                            None => return,
+                        },
+                        None => return,
+                    };
                     last_heard = Instant::now();
                     match self.handle_frame(&mut sink, frame).await {
                         Ok(Flow::Continue) => {}
@@ -324,10 +332,15 @@ impl Connection {
                 let _ = sink.send(WsMessage::Close(Some(frame))).await;
                 // Read until the peer answers the close: dropping a socket with
                 // unread input makes the OS reset it, and the peer might never
-                // see the close code.
-                while let Some(Ok(frame)) = stream.next().await {
-                    if frame.is_close() {
-                        break;
+                // see the close code. After a protocol violation what is left
+                // (the rest of an oversize frame) reads as more violations:
+                // skip them.
+                while let Some(item) = stream.next().await {
+                    match item {
+                        Ok(frame) if frame.is_close() => break,
+                        Ok(_) => {}
+                        Err(err) if violation(&err).is_some() => {}
+                        Err(_) => break,
                     }
                 }
                 let _ = sink.close().await;
@@ -483,8 +496,16 @@ impl Connection {
             if self.limit.exhausted() {
                 return Ok(Flow::Close(close::POLICY, "too many frames"));
             }
+            // The refused frame's client_id, so that the client knows which
+            // send failed.
+            let client_id = frame
+                .to_text()
+                .ok()
+                .filter(|text| text.len() <= self.state.config.limits.max_ws_frame_bytes)
+                .and_then(|text| serde_json::from_str::<ClientIdOnly>(text).ok())
+                .and_then(|frame| frame.client_id);
             let error = error_frame(
-                None,
+                client_id.as_deref(),
                 &AppError::RateLimited {
                     retry_after_secs: 1,
                 },
@@ -560,17 +581,18 @@ impl Connection {
         #[derive(Deserialize)]
         struct SendFrame {
             conversation_id: i64,
-            #[serde(flatten)]
-            body: SendBody,
         }
-        let frame: SendFrame = from_value(value)?;
+        // Two passes rather than a flattened struct, which would lose the name
+        // of a field of the wrong type.
+        let frame: SendFrame = from_value(value.clone())?;
+        let body: SendBody = from_value(value)?;
         let Some(client_id) = client_id.filter(|c| !c.is_empty()) else {
             return Err(AppError::bad_field(
                 "client_id",
                 "message.send needs a client_id",
             ));
         };
-        let mut new = frame.body.into_new(frame.conversation_id);
+        let mut new = body.into_new(frame.conversation_id);
         messages::validate_new(&mut new, self.state.config.limits.max_message_chars)?;
         let sender = self.caller.user_id;
         // Queued now, so a client's sends commit in the order it sent them; the
@@ -733,6 +755,13 @@ fn from_value<T: serde::de::DeserializeOwned>(value: Value) -> AppResult<T> {
     })
 }
 
+/// Only the `client_id` of a frame (any other field is ignored).
+#[derive(Deserialize)]
+struct ClientIdOnly {
+    #[serde(default)]
+    client_id: Option<String>,
+}
+
 /// The contract's error frame.
 pub fn error_frame(client_id: Option<&str>, error: &AppError) -> String {
     let mut frame = json!({ "type": "error", "error": error.to_json() });
@@ -740,6 +769,18 @@ pub fn error_frame(client_id: Option<&str>, error: &AppError) -> String {
         frame["client_id"] = Value::from(client_id);
     }
     frame.to_string()
+}
+
+/// The close owed for a violation of the protocol by the peer (RFC 6455 7.4.1),
+/// or `None` when the connection is simply gone.
+fn violation(err: &WsError) -> Option<Flow> {
+    match err {
+        WsError::Capacity(_) => Some(Flow::Close(close::TOO_BIG, "frame too large")),
+        WsError::Utf8(_) => Some(Flow::Close(close::INVALID_DATA, "text is not UTF-8")),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        WsError::Protocol(_) => Some(Flow::Close(close::PROTOCOL_ERROR, "protocol error")),
+        _ => None,
+    }
 }
 
 fn close_reason(code: u16) -> &'static str {

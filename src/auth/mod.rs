@@ -9,7 +9,7 @@ pub mod tokens;
 
 use std::collections::HashSet;
 use std::sync::RwLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -26,11 +26,30 @@ pub struct AuthUser {
 pub struct AuthState {
     pub keys: tokens::TokenKeys,
     pub throttle: throttle::LoginThrottle,
+    pub registrations: throttle::RegistrationThrottle,
+    pub hasher: password::Hasher,
     pub refresh_ttl_ms: i64,
     revoked_sessions: RwLock<HashSet<i64>>,
     disabled_users: RwLock<HashSet<i64>>,
     /// The one-time setup token, present while no admin exists.
-    setup_token: RwLock<Option<String>>,
+    setup_token: RwLock<Option<SetupToken>>,
+}
+
+/// The first-run setup token and when it stops being accepted.
+#[derive(Debug, Clone)]
+struct SetupToken {
+    token: String,
+    expires: Instant,
+}
+
+/// What a presented setup token is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupCheck {
+    Valid,
+    Wrong,
+    Expired,
+    /// Setup is over: an admin exists.
+    Done,
 }
 
 impl AuthState {
@@ -53,15 +72,24 @@ impl AuthState {
         )?;
         Ok(AuthState {
             keys: tokens::TokenKeys::new(secret, config.auth.access_token_ttl_secs),
-            throttle: throttle::LoginThrottle::new(
-                Duration::from_secs(config.auth.login_window_secs),
-                config.auth.login_max_failures_per_user,
-                config.auth.login_max_failures_per_address,
+            throttle: throttle::LoginThrottle::new(throttle::LoginLimits {
+                window: Duration::from_secs(config.auth.login_window_secs),
+                free_failures: config.auth.login_max_failures_per_user,
+                max_failures_per_address: config.auth.login_max_failures_per_address,
+                max_delay: Duration::from_secs(config.auth.login_max_delay_secs.max(1)),
+            }),
+            registrations: throttle::RegistrationThrottle::new(
+                Duration::from_secs(config.auth.register_window_secs),
+                config.auth.register_max_per_address,
             ),
+            hasher: password::Hasher::start(config.auth.password_hash_queue),
             refresh_ttl_ms: (config.auth.refresh_token_ttl_days as i64) * 86_400_000,
             revoked_sessions: RwLock::new(revoked),
             disabled_users: RwLock::new(disabled),
-            setup_token: RwLock::new((!has_admin).then(|| tokens::random_hex(16))),
+            setup_token: RwLock::new((!has_admin).then(|| SetupToken {
+                token: tokens::random_hex(16),
+                expires: Instant::now() + Duration::from_secs(config.auth.setup_token_ttl_secs),
+            })),
         })
     }
 
@@ -122,15 +150,22 @@ impl AuthState {
         }
     }
 
+    /// The setup token while setup is possible (no admin yet), expired or not.
     pub fn setup_token(&self) -> Option<String> {
-        read(&self.setup_token).clone()
+        read(&self.setup_token).as_ref().map(|s| s.token.clone())
     }
 
-    /// Checks a presented setup token in constant time.
-    pub fn setup_token_matches(&self, presented: &str) -> bool {
-        match read(&self.setup_token).as_deref() {
-            Some(expected) => tokens::constant_time_eq(expected.as_bytes(), presented.as_bytes()),
-            None => false,
+    /// Checks a presented setup token (in constant time) and its expiry.
+    pub fn check_setup_token(&self, presented: &str) -> SetupCheck {
+        match read(&self.setup_token).as_ref() {
+            None => SetupCheck::Done,
+            Some(expected)
+                if !tokens::constant_time_eq(expected.token.as_bytes(), presented.as_bytes()) =>
+            {
+                SetupCheck::Wrong
+            }
+            Some(expected) if Instant::now() >= expected.expires => SetupCheck::Expired,
+            Some(_) => SetupCheck::Valid,
         }
     }
 

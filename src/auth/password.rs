@@ -1,7 +1,7 @@
 //! Argon2id password hashing. Both functions are CPU-heavy by design: async code
-//! runs them through [`off_thread`], never on an async thread.
+//! runs them through a [`Hasher`], never on an async thread.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
@@ -10,18 +10,33 @@ use tokio::sync::{mpsc, oneshot};
 
 type HashJob = Box<dyn FnOnce() + Send>;
 
-/// Hashes waiting for a thread; past this, callers wait (asynchronously) to queue.
-const QUEUE_DEPTH: usize = 256;
+/// Why a hash did not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HashError {
+    /// The queue is full: the caller should answer 503 and have the client retry.
+    #[error("too many passwords are being checked; try again in a moment")]
+    Busy,
+    #[error("no password hashing thread is running")]
+    NoThread,
+    #[error("password hashing failed")]
+    Failed,
+}
 
-/// The hashing threads' queue. Argon2 takes ~19 MiB and a core per hash: one
-/// long-lived thread per core bounds both (a burst of logins queues here instead
-/// of occupying blocking-pool threads), and the same few threads reuse their
-/// allocator state. See also `main.rs`, which makes the 19 MiB blocks go back to
-/// the OS after each hash.
-fn hashing_queue() -> &'static mpsc::Sender<HashJob> {
-    static QUEUE: OnceLock<mpsc::Sender<HashJob>> = OnceLock::new();
-    QUEUE.get_or_init(|| {
-        let (queue, receiver) = mpsc::channel::<HashJob>(QUEUE_DEPTH);
+/// The hashing threads and their bounded queue. Argon2 takes ~19 MiB and a core
+/// per hash: one long-lived thread per core bounds both, and the same few
+/// threads reuse their allocator state (see also `main.rs`, which makes the
+/// 19 MiB blocks go back to the OS after each hash). A burst of logins queues
+/// here, up to `queue_depth` hashes; past that callers are refused at once
+/// rather than left waiting behind a queue that only grows.
+#[derive(Debug, Clone)]
+pub struct Hasher {
+    queue: mpsc::Sender<HashJob>,
+}
+
+impl Hasher {
+    /// Starts one hashing thread per core.
+    pub fn start(queue_depth: usize) -> Hasher {
+        let (queue, receiver) = mpsc::channel::<HashJob>(queue_depth.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         for n in 0..threads {
@@ -36,8 +51,25 @@ fn hashing_queue() -> &'static mpsc::Sender<HashJob> {
         // If no thread started, the last receiver goes with this and callers get
         // an error instead of waiting forever.
         drop(receiver);
-        queue
-    })
+        Hasher { queue }
+    }
+
+    /// Runs `work` (a [`hash`] or [`verify`]) on the hashing threads and waits for
+    /// it, or fails at once with [`HashError::Busy`] when the queue is full.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
+        let (reply, answer) = oneshot::channel();
+        let job: HashJob = Box::new(move || {
+            let _ = reply.send(work());
+        });
+        self.queue.try_send(job).map_err(|err| match err {
+            mpsc::error::TrySendError::Full(_) => HashError::Busy,
+            mpsc::error::TrySendError::Closed(_) => HashError::NoThread,
+        })?;
+        answer.await.map_err(|_| HashError::Failed)
+    }
 }
 
 fn hashing_thread(receiver: &Mutex<mpsc::Receiver<HashJob>>) {
@@ -51,22 +83,6 @@ fn hashing_thread(receiver: &Mutex<mpsc::Receiver<HashJob>>) {
         // A panicking job drops its reply (the caller sees an error); the thread stays.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
     }
-}
-
-/// Runs `work` (a [`hash`] or [`verify`]) on the hashing threads and waits for it.
-pub async fn off_thread<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, String> {
-    let (reply, answer) = oneshot::channel();
-    hashing_queue()
-        .send(Box::new(move || {
-            let _ = reply.send(work());
-        }))
-        .await
-        .map_err(|_| "no password hashing thread is running".to_string())?;
-    answer
-        .await
-        .map_err(|_| "password hashing failed".to_string())
 }
 
 /// Hashes with Argon2id and a random salt into a PHC string.
@@ -88,7 +104,8 @@ pub fn verify(stored: &str, password: &str) -> bool {
 }
 
 /// A valid hash of a random password, verified against when the username is
-/// unknown so that both failures cost the same time (no user enumeration).
+/// unknown so that both failures cost the same time (no user enumeration). Made
+/// at its first use: call it on a hashing thread.
 pub fn decoy_hash() -> &'static str {
     static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DECOY.get_or_init(|| {
@@ -112,12 +129,53 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn off_thread_runs_on_the_hashing_threads() {
-        let thread = super::off_thread(|| std::thread::current().name().map(str::to_owned))
+    async fn runs_on_the_hashing_threads() {
+        let hasher = super::Hasher::start(4);
+        let thread = hasher
+            .run(|| std::thread::current().name().map(str::to_owned))
             .await
             .expect("hashing thread");
         assert!(thread.is_some_and(|name| name.starts_with("lanchat-hash-")));
-        let hashed = super::off_thread(|| super::hash("pw")).await.expect("ran");
+        let hashed = hasher.run(|| super::hash("pw")).await.expect("ran");
         assert!(super::verify(&hashed.expect("hash"), "pw"));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once() {
+        let hasher = super::Hasher::start(1);
+        // Hold every thread, then fill the one queue place.
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = std::sync::Arc::new(std::sync::Mutex::new(gate));
+        let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+        let mut held = Vec::new();
+        // One at a time: each job must have left the queue before the next comes.
+        for _ in 0..threads {
+            let (gate, started_tx, hasher) = (gate.clone(), started_tx.clone(), hasher.clone());
+            held.push(tokio::spawn(async move {
+                hasher
+                    .run(move || {
+                        let _ = started_tx.send(());
+                        let _ = gate.lock().map(|g| g.recv());
+                    })
+                    .await
+            }));
+            started.recv().await.expect("a thread took a job");
+        }
+        let queued = tokio::spawn({
+            let hasher = hasher.clone();
+            async move { hasher.run(|| 1).await }
+        });
+        while hasher.queue.capacity() > 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(hasher.run(|| 2).await, Err(super::HashError::Busy));
+        for _ in 0..threads {
+            let _ = release.send(());
+        }
+        assert_eq!(queued.await.expect("join"), Ok(1));
+        for job in held {
+            assert_eq!(job.await.expect("join"), Ok(()));
+        }
     }
 }

@@ -15,6 +15,26 @@ pub struct Claims {
     pub exp: u64,
 }
 
+/// A device token: proof that a client signed in as `usr` before, so that other
+/// clients' failed logins for that username do not slow it down. It grants no
+/// access by itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct DeviceClaims {
+    /// Always [`DEVICE_TOKEN_TYPE`]: an access token can never pass for one.
+    typ: String,
+    /// The (folded) username it was issued to.
+    usr: String,
+    /// The device's random id: its failures are counted under it.
+    dev: String,
+    iat: u64,
+    exp: u64,
+}
+
+const DEVICE_TOKEN_TYPE: &str = "device";
+
+/// How long a device token is valid (400 days: the longest a browser keeps a cookie).
+pub const DEVICE_TOKEN_TTL_SECS: u64 = 400 * 86_400;
+
 #[derive(Clone)]
 pub struct TokenKeys {
     encoding: EncodingKey,
@@ -48,6 +68,28 @@ impl TokenKeys {
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|err| err.to_string())
+    }
+
+    /// A device token for `username`, keeping the device's id when it had one.
+    pub fn issue_device(&self, username: &str, device: Option<&str>) -> Result<String, String> {
+        let now = unix_now();
+        let claims = DeviceClaims {
+            typ: DEVICE_TOKEN_TYPE.to_owned(),
+            usr: username.to_owned(),
+            dev: device.map_or_else(|| random_hex(16), str::to_owned),
+            iat: now,
+            exp: now + DEVICE_TOKEN_TTL_SECS,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|err| err.to_string())
+    }
+
+    /// The device id of a valid device token issued to `username`.
+    pub fn device_of(&self, token: &str, username: &str) -> Option<String> {
+        let claims = jsonwebtoken::decode::<DeviceClaims>(token, &self.decoding, &self.validation)
+            .ok()?
+            .claims;
+        (claims.typ == DEVICE_TOKEN_TYPE && claims.usr == username).then_some(claims.dev)
     }
 
     /// Verifies signature, algorithm and expiry.
@@ -105,6 +147,22 @@ mod tests {
         let other = TokenKeys::new(b"secret-two-secret-two-secret-two", 60);
         assert!(other.verify(&token).is_err());
         assert!(keys.verify(&format!("{token}x")).is_err());
+    }
+
+    #[test]
+    fn device_tokens_are_per_username_and_not_access_tokens() {
+        let keys = TokenKeys::new(b"secret-one-secret-one-secret-one", 60);
+        let device = keys.issue_device("alice", None).expect("issue");
+        let id = keys.device_of(&device, "alice").expect("valid for alice");
+        assert_eq!(id.len(), 32);
+        assert_eq!(keys.device_of(&device, "bob"), None);
+        assert!(keys.verify(&device).is_err(), "not an access token");
+        let access = keys.issue(7, 9).expect("issue");
+        assert_eq!(keys.device_of(&access, "alice"), None);
+        let again = keys.issue_device("alice", Some(&id)).expect("reissue");
+        assert_eq!(keys.device_of(&again, "alice"), Some(id));
+        let other = TokenKeys::new(b"secret-two-secret-two-secret-two", 60);
+        assert_eq!(other.device_of(&device, "alice"), None);
     }
 
     #[test]

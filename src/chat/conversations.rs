@@ -34,7 +34,6 @@ pub struct ConversationBase {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub members: Option<Vec<Member>>,
     pub member_count: i64,
-    pub last_message: Option<Message>,
 }
 
 /// The contract's Conversation object, as one viewer sees it.
@@ -42,6 +41,8 @@ pub struct ConversationBase {
 pub struct Conversation {
     #[serde(flatten)]
     pub base: ConversationBase,
+    /// The newest message the viewer may see (none from users they blocked).
+    pub last_message: Option<Message>,
     pub unread_count: i64,
     pub my_role: Option<Role>,
     pub my_last_read_id: i64,
@@ -89,11 +90,6 @@ fn base(
         Some(list) => list.len() as i64,
         None => member_count(conn, row.id)?,
     };
-    let last_message = if row.last_message_id > 0 {
-        messages::load(conn, row.last_message_id)?
-    } else {
-        None
-    };
     Ok(ConversationBase {
         id: row.id,
         kind: row.kind,
@@ -103,8 +99,33 @@ fn base(
         created_at: row.created_at,
         members,
         member_count,
-        last_message,
     })
+}
+
+/// The newest message of a conversation that `viewer` may see: messages of
+/// users they blocked are left out, as everywhere else.
+fn last_message_for(
+    conn: &Connection,
+    viewer: i64,
+    row: &ConversationRow,
+) -> AppResult<Option<Message>> {
+    if row.last_message_id <= 0 {
+        return Ok(None);
+    }
+    let id: Option<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM messages
+             WHERE conversation_id = ?1 AND id <= ?2
+               AND (sender_id IS NULL
+                    OR sender_id NOT IN (SELECT blocked_id FROM blocks WHERE blocker_id = ?3))
+             ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row(params![row.id, row.last_message_id, viewer], |r| r.get(0))
+        .optional()?;
+    match id {
+        Some(id) => messages::load(conn, id),
+        None => Ok(None),
+    }
 }
 
 /// Messages after `after` that count as unread for `user`.
@@ -162,6 +183,7 @@ fn for_viewer(
     };
     Ok(Conversation {
         base,
+        last_message: last_message_for(conn, user, row)?,
         unread_count,
         my_role,
         my_last_read_id,
@@ -318,6 +340,20 @@ fn require_users(conn: &Connection, ids: &[i64], field: &'static str) -> AppResu
     Ok(())
 }
 
+/// Refuses (403 `blocked`) to put `me` in a conversation with anyone among
+/// `users` who blocked them.
+fn require_not_blocked_by(conn: &Connection, me: i64, users: &[i64]) -> AppResult<()> {
+    for user in users {
+        if access::has_blocked(conn, *user, me)? {
+            return Err(AppError::forbidden_code(
+                "blocked",
+                format!("user {user} does not accept your messages"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn insert_conversation(
     ctx: &mut WriteCtx<'_>,
     kind: Kind,
@@ -435,6 +471,7 @@ pub fn create_group(
         ));
     }
     require_users(ctx.conn(), &ids, "member_ids")?;
+    require_not_blocked_by(ctx.conn(), me, &ids)?;
     let row = insert_conversation(ctx, Kind::Group, &title, "", me, None)?;
     insert_member(ctx, row.id, me, Role::Owner)?;
     for id in &ids {
@@ -688,6 +725,7 @@ pub fn add_members(
     if ids.is_empty() {
         return get(ctx.conn(), me, conversation_id);
     }
+    require_not_blocked_by(ctx.conn(), me, &ids)?;
     if existing.len() + ids.len() > max_members {
         return Err(AppError::validation(
             "user_ids",
@@ -850,6 +888,15 @@ pub fn mark_read(
         ));
     }
     let row = access::require_member(ctx.conn(), me, conversation_id)?;
+    let in_conversation: bool = ctx
+        .conn()
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE id = ?1 AND conversation_id = ?2)",
+        )?
+        .query_row(params![message_id, conversation_id], |r| r.get(0))?;
+    if !in_conversation {
+        return Err(AppError::not_found("no such message in this conversation"));
+    }
     let target = message_id.min(row.last_message_id);
     let moved = ctx
         .conn()

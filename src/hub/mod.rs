@@ -35,6 +35,12 @@ pub mod close {
     pub const POLICY: u16 = 1008;
     /// The outbound queue overflowed ("try again later" with `since`).
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The client broke the WebSocket protocol.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame that is not UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
+    /// A frame over the hard size limit (1 MiB).
+    pub const TOO_BIG: u16 = 1009;
 }
 
 /// One item on a connection's outbound queue.
@@ -118,6 +124,9 @@ struct HubInner {
     receipts: std::sync::Mutex<Receipts>,
     /// Users that went offline, with when, not yet persisted.
     last_seen_dirty: std::sync::Mutex<HashMap<i64, i64>>,
+    /// When users went offline, since start-up: the database has it only
+    /// after the next flush (one entry per user at most).
+    last_seen: std::sync::Mutex<HashMap<i64, i64>>,
 }
 
 /// Delivery receipts, keyed by (conversation id, recipient user id).
@@ -177,6 +186,7 @@ impl Hub {
                 stats: HubStats::default(),
                 receipts: Default::default(),
                 last_seen_dirty: Default::default(),
+                last_seen: Default::default(),
             }),
         }
     }
@@ -288,6 +298,11 @@ impl Hub {
         if let Some(user_id) = went_offline {
             let now = now_ms();
             self.lock_last_seen().insert(user_id, now);
+            self.inner
+                .last_seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(user_id, now);
             self.stop_typing_everywhere(user_id);
             self.broadcast_presence(user_id, false, Some(now));
         }
@@ -298,6 +313,16 @@ impl Hub {
             .last_seen_dirty
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// When the user's last connection closed, if it did since start-up.
+    pub fn last_seen(&self, user_id: i64) -> Option<i64> {
+        self.inner
+            .last_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&user_id)
+            .copied()
     }
 
     pub fn is_online(&self, user_id: i64) -> bool {
@@ -558,7 +583,15 @@ impl Hub {
     /// Sends the coalesced `delivered` frames. Called a few times a second.
     pub fn flush_receipts(&self) {
         let unsent = std::mem::take(&mut self.lock_receipts().unsent);
-        for ((conversation_id, user_id), (message_id, senders)) in unsent {
+        for ((conversation_id, user_id), (message_id, mut senders)) in unsent {
+            // A sender who blocked this recipient hears nothing from them.
+            {
+                let routing = self.read();
+                senders.retain(|sender| !routing.blocked_by(*sender, user_id));
+            }
+            if senders.is_empty() {
+                continue;
+            }
             let frame = serde_json::json!({
                 "type": "delivered",
                 "conversation_id": conversation_id,
@@ -622,13 +655,14 @@ impl Hub {
     }
 }
 
-/// Events about someone's own activity are hidden from users who blocked them;
-/// membership and conversation changes stay visible so state remains coherent.
+/// Nothing a user does reaches those who blocked them (their messages,
+/// reactions, receipts, mentions, conversations they create or rename); only
+/// membership changes stay visible, so that a shared group's member list stays
+/// right.
 fn hidden_by_block(routing: &Routing, recipient: i64, kind: &str, actor_id: Option<i64>) -> bool {
     match actor_id {
         Some(actor) if actor != recipient => {
-            !(kind.starts_with("member.") || kind.starts_with("conversation."))
-                && routing.blocked_by(recipient, actor)
+            !kind.starts_with("member.") && routing.blocked_by(recipient, actor)
         }
         _ => false,
     }
@@ -805,6 +839,7 @@ mod tests {
         hub.publish(vec![event(2, 10, None)]);
         assert!(blocker.receiver.try_recv().is_err());
         assert!(!hub.visible_to(2, "message.created", Some(1)));
+        assert!(!hub.visible_to(2, "conversation.updated", Some(1)));
         assert!(hub.visible_to(2, "member.added", Some(1)));
     }
 }

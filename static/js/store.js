@@ -106,6 +106,21 @@ async function fetchPendingUsers() {
   changed('users');
 }
 
+/** Re-reads users who just became contacts: the server pushes presence only
+ *  between people who share a conversation, so what we knew of them may be stale. */
+function refreshUsers(ids) {
+  for (const id of ids) {
+    if (id !== null && id !== undefined && !(state.me && id === state.me.id)) pendingUserFetch.add(id);
+  }
+  if (!pendingUserFetch.size) return;
+  clearTimeout(userFetchTimer);
+  userFetchTimer = setTimeout(fetchPendingUsers, 20);
+}
+
+function memberIds(c) {
+  return c && Array.isArray(c.members) ? c.members.map((m) => m.user_id) : [];
+}
+
 export function putUser(u) {
   if (!u || u.id === undefined) return;
   const old = state.users.get(u.id);
@@ -628,9 +643,15 @@ function applyEvent(f) {
       // Events carry what every member sees alike; personal fields (unread count,
       // read pointer, mute, role) stay as this client tracks them.
       if (f.conversation) upsertConv(f.conversation);
+      if (f.type === 'conversation.created') refreshUsers(memberIds(f.conversation));
       break;
     case 'member.added':
-      if (state.me && f.user_id === state.me.id && !c) { goneConvs.delete(f.conversation_id); fetchConv(f.conversation_id); break; }
+      if (state.me && f.user_id === state.me.id && !c) {
+        goneConvs.delete(f.conversation_id);
+        fetchConv(f.conversation_id).then((fetched) => refreshUsers(memberIds(fetched)));
+        break;
+      }
+      refreshUsers([f.user_id]);
       if (c) {
         if (Array.isArray(c.members) && !c.members.some((m) => m.user_id === f.user_id)) {
           c.members = c.members.concat([{ user_id: f.user_id, role: f.role || 'member', joined_at: Date.now(), last_read_id: 0, last_delivered_id: 0 }]);

@@ -666,6 +666,26 @@ test('admin page: users, an invite with its code, inline errors; hidden from non
   await M.context.close();
 });
 
+test('a new contact shows as online: presence is read when the first shared conversation appears', async () => {
+  const a = A.page;
+  // Erin exists and is offline when A loads the directory...
+  const erin = await registerViaApi('erin', 'Erin Tester');
+  await a.reload();
+  await a.locator(sel('main-view')).waitFor({ timeout: T });
+  // ...then comes online: A is not told, they share no conversation yet.
+  const E = await openPage('E');
+  await login(E, erin);
+  // Erin writes to A first.
+  const opened = await api('POST', '/conversations', { kind: 'direct', user_id: users.alice.id }, erin.token);
+  assert.equal(opened.status, 201, JSON.stringify(opened.json));
+  await openConversation(a, 'Erin Tester');
+  await a.getByRole('heading', { name: 'Erin Tester' }).waitFor({ timeout: T });
+  await a.locator(sel('conversation-subtitle')).filter({ hasText: /^online/ }).waitFor({ timeout: T });
+  assertClean(A);
+  assertClean(E);
+  await E.context.close();
+});
+
 test('screenshots of the main view (desktop and phone)', { skip: !SHOTS && 'LANCHAT_SCREENSHOTS is not 1' }, async () => {
   mkdirSync(SHOT_DIR, { recursive: true });
   // A small, realistic conversation in the group, written through the API.

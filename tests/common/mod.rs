@@ -714,31 +714,27 @@ impl TestServer {
         }
     }
 
-    /// The one-time setup token printed on stdout while no admin exists, or
-    /// `None` once setup is done (as `GET /api/v1/setup` says).
+    /// The one-time setup token, from the setup link the server writes to
+    /// `setup-link.txt` in the data directory while no admin exists (it prints it
+    /// only on a terminal), or `None` once setup is done (as `GET /api/v1/setup`
+    /// says).
     pub async fn setup_token(&self) -> Option<String> {
         let (status, body) = self.get("/api/v1/setup", ANON).await;
         assert_eq!(status, 200, "{body}");
         if body["needs_setup"] != json!(true) {
             return None;
         }
-        // The line was printed before the server answered; the reader may lag.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let found = self.stdout_lines().iter().find_map(|line| {
-                let (_, token) = line.split_once("/setup?token=")?;
-                Some(token.trim().to_owned())
-            });
-            if found.is_some() {
-                return found;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "needs_setup is true but no setup URL was printed: {:?}",
-                self.stdout_lines()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let path = self.data_dir().join("setup-link.txt");
+        let link = std::fs::read_to_string(&path).unwrap_or_else(|err| {
+            panic!(
+                "needs_setup is true but {} cannot be read: {err}",
+                path.display()
+            )
+        });
+        let (_, token) = link
+            .split_once("/setup?token=")
+            .unwrap_or_else(|| panic!("no setup link in {}: {link:?}", path.display()));
+        Some(token.trim().to_owned())
     }
 
     // -- HTTP ---------------------------------------------------------------
@@ -985,6 +981,15 @@ impl TestServer {
         self.ws_connect_path(&format!("/api/v1/ws?token={token}"))
             .await
             .unwrap_or_else(|err| panic!("WebSocket connect failed: {err}"))
+    }
+
+    /// [`TestServer::ws_connect`], then reads the `hello` frame (panics unless
+    /// it comes first).
+    pub async fn ws_connect_hello(&self, token: &str) -> WsClient {
+        let mut ws = self.ws_connect(token).await;
+        let hello = ws.recv_json(Duration::from_secs(10)).await;
+        assert_eq!(hello["type"], "hello", "{hello}");
+        ws
     }
 
     /// Opens a WebSocket on any path and query (`/api/v1/ws?token=..&since=..`);
