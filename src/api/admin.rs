@@ -276,6 +276,8 @@ struct PatchSettings {
     server_name: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     max_attachment_bytes: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    attachment_quota_bytes: Option<Option<u64>>,
 }
 
 impl PatchSettings {
@@ -301,10 +303,19 @@ impl PatchSettings {
                     .transpose()
             })
             .transpose()?;
+        let attachment_quota_bytes = self
+            .attachment_quota_bytes
+            .map(|value| {
+                value
+                    .map(settings::validate_attachment_quota_bytes)
+                    .transpose()
+            })
+            .transpose()?;
         Ok(SettingsPatch {
             registration,
             server_name,
             max_attachment_bytes,
+            attachment_quota_bytes,
         })
     }
 }

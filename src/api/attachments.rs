@@ -16,6 +16,7 @@ use warp::{Filter, Rejection, Reply};
 
 use super::{authenticated, bearer_token, json, query, respond, with_state};
 use crate::attachments::media::{self, Disposition};
+use crate::attachments::rate::MinRate;
 use crate::attachments::store::{self, THUMB_MAX};
 use crate::attachments::{self, Attachment, FILES_LOCK, Received};
 use crate::auth::AuthUser;
@@ -80,17 +81,32 @@ async fn upload(
     content_length: Option<u64>,
     mut form: FormData,
 ) -> AppResult<Response> {
-    // The limit in force: an admin may have changed it since start-up.
-    let limit = state.settings.get().max_attachment_bytes;
-    if content_length.is_some_and(|declared| declared > limit.saturating_add(MULTIPART_OVERHEAD)) {
+    let refuse = |mut form: FormData, err: AppError| async move {
         drain(
             &mut form,
             &mut futures_util::stream::empty::<Result<bytes::Bytes, warp::Error>>(),
         )
         .await;
-        return Err(too_large(limit));
+        Err(err)
+    };
+    // Held until the upload is stored or refused.
+    let _slot = match state.transfers.uploads.take(caller.user_id) {
+        Ok(slot) => slot,
+        Err(err) => return refuse(form, err).await,
+    };
+    let room = match room_for_upload(&state, caller.user_id).await {
+        Ok(room) => room,
+        Err(err) => return refuse(form, err).await,
+    };
+    if content_length.is_some_and(|declared| declared > room.limit().saturating_add(MULTIPART_OVERHEAD))
+    {
+        return refuse(form, room.refusal()).await;
     }
     let files = store::files_dir(&state.data_dir);
+    let rate = MinRate::per_second(
+        state.config.limits.upload_min_bytes_per_sec,
+        state.config.limits.upload_rate_window_secs,
+    );
     let mut received = None;
     let mut other_bytes = 0usize;
     while let Some(part) = form.next().await {
@@ -99,13 +115,13 @@ async fn upload(
             let name = media::sanitize_filename(part.filename());
             let claimed = part.content_type().map(str::to_owned);
             let mut body = std::pin::pin!(part.stream());
-            match attachments::receive(&files, &mut body, limit).await? {
+            match attachments::receive(&files, &mut body, room.limit(), rate).await? {
                 Received::Complete(temp, written) => {
                     received = Some((name, claimed, temp, written))
                 }
                 Received::TooLarge => {
                     drain(&mut form, &mut body).await;
-                    return Err(too_large(limit));
+                    return Err(room.refusal());
                 }
             }
         } else {
@@ -127,9 +143,92 @@ async fn upload(
             "a multipart field named `file` holding the file is required",
         )
     })?;
-    let attachment =
-        attachments::store_upload(&state, caller.user_id, name, claimed, temp, written).await?;
+    let attachment = attachments::store_upload(
+        &state,
+        caller.user_id,
+        name,
+        claimed,
+        temp,
+        written,
+        room.quota,
+    )
+    .await?;
     Ok(json(StatusCode::CREATED, &attachment))
+}
+
+/// How much one upload may bring: the smallest of the attachment size limit,
+/// what is left of the user's quota, and the disk's free space above the
+/// reserve. Which one binds decides the answer to an upload past it.
+#[derive(Debug, Clone, Copy)]
+struct Room {
+    max_attachment: u64,
+    /// 0: no quota.
+    quota: u64,
+    used: u64,
+    /// Free space above the reserve; `None` when the system cannot tell.
+    disk: Option<u64>,
+}
+
+impl Room {
+    fn quota_left(&self) -> u64 {
+        if self.quota == 0 {
+            u64::MAX
+        } else {
+            self.quota.saturating_sub(self.used)
+        }
+    }
+
+    fn limit(&self) -> u64 {
+        self.max_attachment
+            .min(self.quota_left())
+            .min(self.disk.unwrap_or(u64::MAX))
+    }
+
+    /// The error for an upload past [`Room::limit`].
+    fn refusal(&self) -> AppError {
+        let limit = self.limit();
+        if limit == self.max_attachment {
+            too_large(limit)
+        } else if Some(limit) == self.disk {
+            low_disk()
+        } else {
+            attachments::over_quota(self.used, self.quota)
+        }
+    }
+}
+
+fn low_disk() -> AppError {
+    AppError::insufficient_storage(
+        "the server is low on disk space and takes no uploads for now; messages still work",
+    )
+}
+
+/// The room this user's next upload has; 507 when there is none (the disk is
+/// below its reserve, or the quota is used up).
+async fn room_for_upload(state: &SharedState, user_id: i64) -> AppResult<Room> {
+    let settings = state.settings.get();
+    let disk = crate::disk::space(&state.data_dir, state.config.limits.min_free_disk_bytes).await;
+    if disk.is_some_and(|disk| disk.is_low()) {
+        return Err(low_disk());
+    }
+    let quota = settings.attachment_quota_bytes;
+    let used = if quota > 0 {
+        state
+            .db
+            .read(move |conn| attachments::stored_bytes(conn, user_id))
+            .await?
+    } else {
+        0
+    };
+    if quota > 0 && used >= quota {
+        return Err(attachments::over_quota(used, quota));
+    }
+    Ok(Room {
+        max_attachment: settings.max_attachment_bytes,
+        quota,
+        used,
+        disk: disk.map(|disk| disk.room()),
+    })
 }
 
 /// Reads and drops what is left of a refused body (the rest of the current part

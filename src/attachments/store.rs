@@ -1,5 +1,6 @@
-//! Attachment files on disk. Everything here blocks: call it from
-//! `spawn_blocking` (or from the sink thread of an upload).
+//! Attachment files on disk. Everything here blocks (call it from
+//! `spawn_blocking`), except [`UploadWriter`], which hands its disk work to
+//! short blocking tasks itself.
 //!
 //! Layout under the data directory:
 //! - `files/ab/cdef…` — the content, named by its SHA-256 hex (split after 2 chars);
@@ -10,13 +11,10 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 
 use super::media::SNIFF_BYTES;
 
@@ -101,7 +99,7 @@ fn remove_if_exists(path: &Path) {
     }
 }
 
-/// What the sink thread saw of an upload.
+/// What was written of an upload.
 #[derive(Debug)]
 pub struct Written {
     pub sha256: String,
@@ -110,57 +108,129 @@ pub struct Written {
     pub head: Vec<u8>,
 }
 
-/// Writes an upload to `path` on a blocking thread while hashing it. The async
-/// side sends chunks; dropping the sender ends the file. Set `abort` before
-/// dropping to skip the final fsync of a file that will be thrown away.
-pub struct Sink {
-    pub chunks: mpsc::Sender<Bytes>,
-    pub abort: Arc<AtomicBool>,
-    pub done: tokio::task::JoinHandle<io::Result<Written>>,
+/// Writes an upload to a file while hashing it, without holding a blocking
+/// thread while the client sends: the async side collects chunks, and each
+/// [`FLUSH_BYTES`] goes to a short blocking task that hashes and writes it while
+/// the next chunks arrive (at most one write in flight, so at most two buffers
+/// per upload are in memory).
+pub struct UploadWriter {
+    stage: Option<Stage>,
+    buffer: Vec<Bytes>,
+    buffered: usize,
 }
 
-pub fn spawn_sink(path: PathBuf) -> Sink {
-    let (chunks, receiver) = mpsc::channel::<Bytes>(16);
-    let abort = Arc::new(AtomicBool::new(false));
-    let flag = abort.clone();
-    let done = tokio::task::spawn_blocking(move || write_and_hash(&path, receiver, &flag));
-    Sink {
-        chunks,
-        abort,
-        done,
-    }
+/// Chunks are written to disk in batches of this many bytes.
+pub const FLUSH_BYTES: usize = 128 * 1024;
+
+enum Stage {
+    Idle(Box<OpenUpload>),
+    Writing(tokio::task::JoinHandle<io::Result<Box<OpenUpload>>>),
 }
 
-fn write_and_hash(
-    path: &Path,
-    mut chunks: mpsc::Receiver<Bytes>,
-    abort: &AtomicBool,
-) -> io::Result<Written> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent)?;
-    }
-    let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
-    let mut hasher = Sha256::new();
-    let mut head = Vec::with_capacity(SNIFF_BYTES);
-    let mut size = 0u64;
-    while let Some(chunk) = chunks.blocking_recv() {
-        hasher.update(&chunk);
-        if head.len() < SNIFF_BYTES {
-            let take = (SNIFF_BYTES - head.len()).min(chunk.len());
-            head.extend_from_slice(&chunk[..take]);
+struct OpenUpload {
+    file: File,
+    hasher: Sha256,
+    head: Vec<u8>,
+    size: u64,
+}
+
+impl OpenUpload {
+    fn write(&mut self, chunks: &[Bytes]) -> io::Result<()> {
+        for chunk in chunks {
+            self.hasher.update(chunk);
+            if self.head.len() < SNIFF_BYTES {
+                let take = (SNIFF_BYTES - self.head.len()).min(chunk.len());
+                self.head.extend_from_slice(&chunk[..take]);
+            }
+            self.file.write_all(chunk)?;
+            self.size += chunk.len() as u64;
         }
-        file.write_all(&chunk)?;
-        size += chunk.len() as u64;
+        Ok(())
     }
-    if !abort.load(Ordering::Acquire) {
-        // The content must be on disk before a rename can make it visible.
-        file.sync_all()?;
+}
+
+fn task_failed(err: tokio::task::JoinError) -> io::Error {
+    io::Error::other(format!("upload writer: {err}"))
+}
+
+impl UploadWriter {
+    /// Creates the file at `path` (a fresh name in `files/tmp`).
+    pub async fn create(path: PathBuf) -> io::Result<UploadWriter> {
+        let open = tokio::task::spawn_blocking(move || {
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            let file = OpenOptions::new().write(true).create_new(true).open(&path)?;
+            Ok::<_, io::Error>(Box::new(OpenUpload {
+                file,
+                hasher: Sha256::new(),
+                head: Vec::with_capacity(SNIFF_BYTES),
+                size: 0,
+            }))
+        })
+        .await
+        .map_err(task_failed)??;
+        Ok(UploadWriter {
+            stage: Some(Stage::Idle(open)),
+            buffer: Vec::new(),
+            buffered: 0,
+        })
     }
-    Ok(Written {
-        sha256: hex::encode(hasher.finalize()),
-        size,
-        head,
-    })
+
+    /// Adds a chunk; writes the buffer once it holds [`FLUSH_BYTES`].
+    pub async fn push(&mut self, chunk: Bytes) -> io::Result<()> {
+        self.buffered += chunk.len();
+        self.buffer.push(chunk);
+        if self.buffered >= FLUSH_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the write in flight, if any, and hands back the file.
+    async fn ready(&mut self) -> io::Result<Box<OpenUpload>> {
+        match self.stage.take() {
+            Some(Stage::Idle(open)) => Ok(open),
+            Some(Stage::Writing(task)) => task.await.map_err(task_failed)?,
+            None => Err(io::Error::other("an earlier write of this upload failed")),
+        }
+    }
+
+    /// Starts writing the buffer (after the previous write has finished).
+    async fn flush(&mut self) -> io::Result<()> {
+        let mut open = self.ready().await?;
+        let chunks = std::mem::take(&mut self.buffer);
+        self.buffered = 0;
+        self.stage = Some(Stage::Writing(tokio::task::spawn_blocking(move || {
+            open.write(&chunks)?;
+            Ok(open)
+        })));
+        Ok(())
+    }
+
+    /// Writes what is left and fsyncs the file: the content must be on disk
+    /// before a rename can make it visible.
+    pub async fn finish(mut self) -> io::Result<Written> {
+        let mut open = self.ready().await?;
+        let chunks = std::mem::take(&mut self.buffer);
+        tokio::task::spawn_blocking(move || {
+            open.write(&chunks)?;
+            open.file.sync_all()?;
+            Ok(Written {
+                sha256: hex::encode(open.hasher.finalize()),
+                size: open.size,
+                head: open.head,
+            })
+        })
+        .await
+        .map_err(task_failed)?
+    }
+
+    /// Waits for the write in flight and closes the file, which the caller then
+    /// removes.
+    pub async fn abandon(mut self) {
+        let _ = self.ready().await;
+    }
 }
 
 /// Moves a complete, fsynced temp file to its content address, or drops it when
@@ -379,24 +449,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn sink_hashes_and_placement_dedups() {
+    async fn writer_hashes_and_placement_dedups() {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = files_dir(dir.path());
         let tmp = tmp_dir(&files);
         let mut placed = Vec::new();
         for _ in 0..2 {
             let mut temp = TempFile::new_name(&tmp, ".part");
-            let sink = spawn_sink(temp.path().to_owned());
-            sink.chunks
-                .send(Bytes::from_static(b"te"))
+            let mut writer = UploadWriter::create(temp.path().to_owned())
                 .await
-                .expect("send");
-            sink.chunks
-                .send(Bytes::from_static(b"st"))
-                .await
-                .expect("send");
-            drop(sink.chunks);
-            let written = sink.done.await.expect("join").expect("write");
+                .expect("create");
+            writer.push(Bytes::from_static(b"te")).await.expect("push");
+            writer.push(Bytes::from_static(b"st")).await.expect("push");
+            let written = writer.finish().await.expect("write");
             assert_eq!(written.sha256, SHA);
             assert_eq!(written.size, 4);
             assert_eq!(written.head, b"test");
