@@ -117,6 +117,24 @@ pub fn stored_bytes(conn: &Connection, user_id: i64) -> AppResult<u64> {
     Ok(u64::try_from(total).unwrap_or(0))
 }
 
+/// [`stored_bytes`] of each of `user_ids` that has any.
+pub fn stored_bytes_of(conn: &Connection, user_ids: &[i64]) -> AppResult<HashMap<i64, u64>> {
+    let ids = serde_json::to_string(user_ids).map_err(AppError::internal)?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT uploader_id, SUM(size) FROM attachments
+         WHERE uploader_id IN (SELECT value FROM json_each(?1)) GROUP BY uploader_id",
+    )?;
+    let rows = stmt.query_map([ids], |row| {
+        Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+    })?;
+    let mut out = HashMap::new();
+    for row in rows {
+        let (user, bytes) = row?;
+        out.insert(user, u64::try_from(bytes).unwrap_or(0));
+    }
+    Ok(out)
+}
+
 /// 507 `quota_exceeded`, saying how much is used of how much.
 pub fn over_quota(used: u64, quota: u64) -> AppError {
     AppError::quota_exceeded(format!(
@@ -414,16 +432,15 @@ pub async fn cleanup_orphans(state: &SharedState, max_age: Duration) -> AppResul
             let mut referenced =
                 conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM attachments WHERE sha256 = ?1)")?;
             let mut removed = 0;
-            for (sha, preview) in store::list_stored(&files) {
+            for (sha, derived) in store::list_stored(&files) {
                 if referenced.query_row([&sha], |row| row.get::<_, bool>(0))? {
                     continue;
                 }
-                if preview {
-                    if let Some(path) = store::thumb_path(&files, &sha) {
+                match derived {
+                    Some(path) => {
                         let _ = std::fs::remove_file(path);
                     }
-                } else {
-                    store::remove_blob(&files, &sha);
+                    None => store::remove_blob(&files, &sha),
                 }
                 removed += 1;
             }
@@ -492,9 +509,14 @@ mod tests {
             Ok::<_, std::io::Error>(Bytes::from(vec![1u8; 600])),
             Ok(Bytes::from(vec![2u8; 600])),
         ];
-        let outcome = receive(&files, &mut futures_util::stream::iter(chunks), 1000, NO_RATE)
-            .await
-            .expect("receive");
+        let outcome = receive(
+            &files,
+            &mut futures_util::stream::iter(chunks),
+            1000,
+            NO_RATE,
+        )
+        .await
+        .expect("receive");
         assert!(matches!(outcome, Received::TooLarge));
         let left = std::fs::read_dir(store::tmp_dir(&files))
             .expect("tmp")
@@ -502,9 +524,14 @@ mod tests {
         assert_eq!(left, 0);
 
         let chunks = vec![Ok::<_, std::io::Error>(Bytes::from(vec![1u8; 1000]))];
-        let outcome = receive(&files, &mut futures_util::stream::iter(chunks), 1000, NO_RATE)
-            .await
-            .expect("receive");
+        let outcome = receive(
+            &files,
+            &mut futures_util::stream::iter(chunks),
+            1000,
+            NO_RATE,
+        )
+        .await
+        .expect("receive");
         let Received::Complete(temp, written) = outcome else {
             panic!("expected a complete upload");
         };
@@ -519,10 +546,9 @@ mod tests {
     async fn receive_gives_up_on_a_stalled_body_and_leaves_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = store::files_dir(dir.path());
-        let mut body = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(
-            b"abc",
-        ))])
-        .chain(futures_util::stream::pending());
+        let mut body =
+            futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"abc"))])
+                .chain(futures_util::stream::pending());
         let rule = MinRate {
             window: Duration::from_millis(50),
             min_bytes: 100,
@@ -546,9 +572,14 @@ mod tests {
             Ok(Bytes::from_static(b"abc")),
             Err(std::io::Error::other("connection reset")),
         ];
-        let err = receive(&files, &mut futures_util::stream::iter(chunks), 1000, NO_RATE)
-            .await
-            .expect_err("broken");
+        let err = receive(
+            &files,
+            &mut futures_util::stream::iter(chunks),
+            1000,
+            NO_RATE,
+        )
+        .await
+        .expect_err("broken");
         assert_eq!(err.code(), "bad_request");
         let left = std::fs::read_dir(store::tmp_dir(&files))
             .expect("tmp")

@@ -114,6 +114,9 @@ pub struct LimitsConfig {
     /// every `upload_rate_window_secs` (408 otherwise; 0 turns it off).
     pub upload_min_bytes_per_sec: u64,
     pub upload_rate_window_secs: u64,
+    /// Largest image, in pixels, that the server decodes to make a preview;
+    /// larger ones are shown as they are.
+    pub thumbnail_max_pixels: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -194,6 +197,7 @@ impl Default for LimitsConfig {
             max_exports_per_user: 2,
             upload_min_bytes_per_sec: 1024,
             upload_rate_window_secs: 30,
+            thumbnail_max_pixels: 50_000_000,
         }
     }
 }

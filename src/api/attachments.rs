@@ -17,7 +17,7 @@ use warp::{Filter, Rejection, Reply};
 use super::{authenticated, bearer_token, json, query, respond, with_state};
 use crate::attachments::media::{self, Disposition};
 use crate::attachments::rate::MinRate;
-use crate::attachments::store::{self, THUMB_MAX};
+use crate::attachments::store::{self, NoThumbnail, THUMB_MAX};
 use crate::attachments::{self, Attachment, FILES_LOCK, Received};
 use crate::auth::AuthUser;
 use crate::error::{AppError, AppResult};
@@ -32,8 +32,9 @@ const OTHER_FIELDS_MAX: usize = 64 * 1024;
 /// past it the connection is closed.
 const DRAIN_MAX: usize = 16 * 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(10);
-/// Previews decode whole images: at most this many at once.
-static THUMBNAILS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+/// Previews decode whole images (up to `limits.thumbnail_max_pixels`): one at a
+/// time, so that a few large images cannot take the server's memory together.
+static THUMBNAILS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
     let upload = warp::path!("attachments")
@@ -98,7 +99,8 @@ async fn upload(
         Ok(room) => room,
         Err(err) => return refuse(form, err).await,
     };
-    if content_length.is_some_and(|declared| declared > room.limit().saturating_add(MULTIPART_OVERHEAD))
+    if content_length
+        .is_some_and(|declared| declared > room.limit().saturating_add(MULTIPART_OVERHEAD))
     {
         return refuse(form, room.refusal()).await;
     }
@@ -322,7 +324,7 @@ async fn download(
         .ok_or_else(not_found)?;
     let files = store::files_dir(&state.data_dir);
     let variant = if thumb {
-        preview(files, attachment).await?
+        preview(files, attachment, state.config.limits.thumbnail_max_pixels).await?
     } else {
         Variant::original(&files, attachment)?
     };
@@ -355,8 +357,9 @@ impl Variant {
 
 /// The preview of an image: a JPEG of at most [`THUMB_MAX`] px made (once, then
 /// cached) on a blocking thread. Anything with no preview (not an image, already
-/// small, or an image that cannot be decoded) is served as itself.
-async fn preview(files: PathBuf, attachment: Attachment) -> AppResult<Variant> {
+/// small, over `max_pixels`, or an image that cannot be decoded) is served as
+/// itself.
+async fn preview(files: PathBuf, attachment: Attachment, max_pixels: u64) -> AppResult<Variant> {
     let small = match (attachment.width, attachment.height) {
         (Some(w), Some(h)) => w <= i64::from(THUMB_MAX) && h <= i64::from(THUMB_MAX),
         _ => true,
@@ -364,24 +367,34 @@ async fn preview(files: PathBuf, attachment: Attachment) -> AppResult<Variant> {
     if !media::is_previewable_image(&attachment.mime) || small {
         return Variant::original(&files, attachment);
     }
+    let thumb = |path| Variant {
+        path,
+        mime: "image/jpeg".into(),
+        etag: format!("\"{}.thumb{THUMB_MAX}\"", attachment.sha256),
+        name: attachment.name.clone(),
+        disposition: Disposition::Inline,
+    };
     let _files = FILES_LOCK.read().await;
+    // A cached preview needs no turn among the decodes.
+    if let Some(path) = store::thumb_path(&files, &attachment.sha256)
+        && tokio::fs::try_exists(&path).await.unwrap_or(false)
+    {
+        return Ok(thumb(path));
+    }
     let _slot = THUMBNAILS
         .acquire()
         .await
         .map_err(|_| AppError::Unavailable("the server is shutting down".into()))?;
     let sha = attachment.sha256.clone();
     let thumb_files = files.clone();
-    let made = tokio::task::spawn_blocking(move || store::ensure_thumbnail(&thumb_files, &sha))
-        .await
-        .map_err(|err| AppError::internal(format!("preview task: {err}")))?;
+    let made = tokio::task::spawn_blocking(move || {
+        store::ensure_thumbnail(&thumb_files, &sha, max_pixels)
+    })
+    .await
+    .map_err(|err| AppError::internal(format!("preview task: {err}")))?;
     match made {
-        Ok(path) => Ok(Variant {
-            path,
-            mime: "image/jpeg".into(),
-            etag: format!("\"{}.thumb{THUMB_MAX}\"", attachment.sha256),
-            name: attachment.name,
-            disposition: Disposition::Inline,
-        }),
+        Ok(path) => Ok(thumb(path)),
+        Err(NoThumbnail::Remembered) => Variant::original(&files, attachment),
         Err(err) => {
             tracing::info!(attachment = attachment.id, error = %err, "no preview for an image");
             Variant::original(&files, attachment)

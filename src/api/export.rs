@@ -69,7 +69,8 @@ async fn export_conversation(
             }
         },
     );
-    let body = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(rest);
+    let body =
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(rest);
     let mut response = warp::reply::stream(body).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -87,7 +88,10 @@ async fn export_conversation(
 }
 
 /// One part of the export, read by the readers like any other read.
-async fn next_part(state: &SharedState, mut export: Export) -> AppResult<(Export, Option<Vec<u8>>)> {
+async fn next_part(
+    state: &SharedState,
+    mut export: Export,
+) -> AppResult<(Export, Option<Vec<u8>>)> {
     state
         .db
         .read(move |conn| {

@@ -5,6 +5,8 @@
 //! Layout under the data directory:
 //! - `files/ab/cdef…` — the content, named by its SHA-256 hex (split after 2 chars);
 //! - `files/ab/cdef….thumb.jpg` — the cached preview of an image;
+//! - `files/ab/cdef….nothumb` — the mark of an image that has none (see
+//!   [`ensure_thumbnail`]);
 //! - `files/tmp/` — uploads being received and previews being written; renamed
 //!   into place when complete, so a crash never leaves a half file under a name.
 
@@ -21,6 +23,9 @@ use super::media::SNIFF_BYTES;
 /// Longest side of a preview, in pixels.
 pub const THUMB_MAX: u32 = 320;
 const THUMB_SUFFIX: &str = ".thumb.jpg";
+/// An empty file saying that this content has no preview: it could not be
+/// decoded, or is larger than the preview limit. Decoding is not tried again.
+const NO_THUMB_SUFFIX: &str = ".nothumb";
 const THUMB_QUALITY: u8 = 80;
 
 pub fn files_dir(data_dir: &Path) -> PathBuf {
@@ -43,10 +48,18 @@ pub fn blob_path(files_dir: &Path, sha: &str) -> Option<PathBuf> {
 }
 
 pub fn thumb_path(files_dir: &Path, sha: &str) -> Option<PathBuf> {
+    derived_path(files_dir, sha, THUMB_SUFFIX)
+}
+
+fn no_thumb_path(files_dir: &Path, sha: &str) -> Option<PathBuf> {
+    derived_path(files_dir, sha, NO_THUMB_SUFFIX)
+}
+
+fn derived_path(files_dir: &Path, sha: &str, suffix: &str) -> Option<PathBuf> {
     is_sha256_hex(sha).then(|| {
         files_dir
             .join(&sha[..2])
-            .join(format!("{}{THUMB_SUFFIX}", &sha[2..]))
+            .join(format!("{}{suffix}", &sha[2..]))
     })
 }
 
@@ -160,7 +173,10 @@ impl UploadWriter {
             if let Some(parent) = path.parent() {
                 fs::create_dir_all(parent)?;
             }
-            let file = OpenOptions::new().write(true).create_new(true).open(&path)?;
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
             Ok::<_, io::Error>(Box::new(OpenUpload {
                 file,
                 hasher: Sha256::new(),
@@ -305,8 +321,8 @@ fn swaps_sides(orientation: image::metadata::Orientation) -> bool {
     )
 }
 
-/// Decoding limits for previews: a small file that claims to be 100,000 pixels
-/// square must not take the server's memory.
+/// Decoding limits: a small file that claims to be 100,000 pixels square must
+/// not take the server's memory.
 fn decode_limits() -> image::Limits {
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(16_384);
@@ -315,42 +331,96 @@ fn decode_limits() -> image::Limits {
     limits
 }
 
+/// Why an image has no preview.
+#[derive(Debug, thiserror::Error)]
+pub enum NoThumbnail {
+    #[error("the image has {pixels} pixels, over the preview limit of {max}")]
+    TooManyPixels { pixels: u64, max: u64 },
+    #[error("the image cannot be decoded: {0}")]
+    Undecodable(String),
+    #[error("an earlier attempt found no preview")]
+    Remembered,
+    #[error("{0}")]
+    Io(String),
+}
+
 /// The cached preview of an image (at most [`THUMB_MAX`] px on its longest
-/// side, JPEG), made on first use. Written to `tmp` and renamed, so concurrent
-/// requests never see a partial file.
-pub fn ensure_thumbnail(files_dir: &Path, sha: &str) -> Result<PathBuf, String> {
-    let thumb = thumb_path(files_dir, sha).ok_or("not a sha256")?;
+/// side, JPEG), made on first use from an image of at most `max_pixels` pixels
+/// (checked from its header before anything is decoded). Written to `tmp` and
+/// renamed, so concurrent requests never see a partial file. An image that has
+/// no preview is marked so, and never decoded again.
+pub fn ensure_thumbnail(
+    files_dir: &Path,
+    sha: &str,
+    max_pixels: u64,
+) -> Result<PathBuf, NoThumbnail> {
+    let not_sha = || NoThumbnail::Io("not a sha256".into());
+    let thumb = thumb_path(files_dir, sha).ok_or_else(not_sha)?;
     if thumb.is_file() {
         return Ok(thumb);
     }
-    let source = blob_path(files_dir, sha).ok_or("not a sha256")?;
-    let mut reader = image::ImageReader::open(&source)
-        .map_err(|e| e.to_string())?
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
-    reader.limits(decode_limits());
-    let mut decoder = reader.into_decoder().map_err(|e| e.to_string())?;
-    let orientation = image::ImageDecoder::orientation(&mut decoder)
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut image = image::DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())?;
-    image.apply_orientation(orientation);
-    let small = image.thumbnail(THUMB_MAX, THUMB_MAX);
+    let mark = no_thumb_path(files_dir, sha).ok_or_else(not_sha)?;
+    if mark.exists() {
+        return Err(NoThumbnail::Remembered);
+    }
+    let source = blob_path(files_dir, sha).ok_or_else(not_sha)?;
+    let small = match decode_small(&source, max_pixels) {
+        Ok(small) => small,
+        Err(err) => {
+            if let Err(io) = File::create(&mark) {
+                tracing::warn!(path = %mark.display(), error = %io, "cannot mark an image without preview");
+            }
+            return Err(err);
+        }
+    };
     let rgb = flatten_on_white(&small);
+    let io = |e: io::Error| NoThumbnail::Io(e.to_string());
     let tmp = tmp_dir(files_dir);
-    fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
+    fs::create_dir_all(&tmp).map_err(io)?;
     let mut temp = TempFile::new_name(&tmp, ".thumb");
     {
-        let file = File::create(temp.path()).map_err(|e| e.to_string())?;
+        let file = File::create(temp.path()).map_err(io)?;
         let mut out = io::BufWriter::new(file);
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, THUMB_QUALITY)
             .encode_image(&rgb)
-            .map_err(|e| e.to_string())?;
-        let file = out.into_inner().map_err(|e| e.to_string())?;
-        file.sync_all().map_err(|e| e.to_string())?;
+            .map_err(|e| NoThumbnail::Io(e.to_string()))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| NoThumbnail::Io(e.to_string()))?;
+        file.sync_all().map_err(io)?;
     }
-    fs::rename(temp.path(), &thumb).map_err(|e| e.to_string())?;
+    fs::rename(temp.path(), &thumb).map_err(io)?;
     temp.disarm();
     Ok(thumb)
+}
+
+/// Decodes an image of at most `max_pixels` and shrinks it to preview size,
+/// turned as displayed (after shrinking, which is cheaper).
+fn decode_small(source: &Path, max_pixels: u64) -> Result<image::DynamicImage, NoThumbnail> {
+    use image::ImageDecoder;
+    let undecodable = |e: image::ImageError| NoThumbnail::Undecodable(e.to_string());
+    let mut reader = image::ImageReader::open(source)
+        .map_err(|e| NoThumbnail::Io(e.to_string()))?
+        .with_guessed_format()
+        .map_err(|e| NoThumbnail::Io(e.to_string()))?;
+    reader.limits(decode_limits());
+    let mut decoder = reader.into_decoder().map_err(undecodable)?;
+    let (width, height) = decoder.dimensions();
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > max_pixels {
+        return Err(NoThumbnail::TooManyPixels {
+            pixels,
+            max: max_pixels,
+        });
+    }
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let image = image::DynamicImage::from_decoder(decoder).map_err(undecodable)?;
+    let mut small = image.thumbnail(THUMB_MAX, THUMB_MAX);
+    drop(image);
+    small.apply_orientation(orientation);
+    Ok(small)
 }
 
 /// JPEG has no alpha: transparent pixels become white, not black.
@@ -365,12 +435,16 @@ fn flatten_on_white(image: &image::DynamicImage) -> image::RgbImage {
     out
 }
 
-/// Removes a blob and its preview.
+/// Removes a blob and its preview (or its mark of having none).
 pub fn remove_blob(files_dir: &Path, sha: &str) {
-    if let Some(path) = blob_path(files_dir, sha) {
-        remove_if_exists(&path);
-    }
-    if let Some(path) = thumb_path(files_dir, sha) {
+    for path in [
+        blob_path(files_dir, sha),
+        thumb_path(files_dir, sha),
+        no_thumb_path(files_dir, sha),
+    ]
+    .into_iter()
+    .flatten()
+    {
         remove_if_exists(&path);
     }
 }
@@ -399,9 +473,10 @@ pub fn sweep_tmp(files_dir: &Path, max_age: Duration) -> usize {
     removed
 }
 
-/// Every content file on disk, as (sha256, is_preview), for the sweep that
-/// removes files no record refers to.
-pub fn list_stored(files_dir: &Path) -> Vec<(String, bool)> {
+/// Every content file on disk, as (sha256, `None` for the content itself or the
+/// path of its preview or no-preview mark), for the sweep that removes files no
+/// record refers to.
+pub fn list_stored(files_dir: &Path) -> Vec<(String, Option<PathBuf>)> {
     let mut out = Vec::new();
     let Ok(dirs) = fs::read_dir(files_dir) else {
         return out;
@@ -416,13 +491,13 @@ pub fn list_stored(files_dir: &Path) -> Vec<(String, bool)> {
         };
         for file in files.flatten() {
             let name = file.file_name().to_string_lossy().into_owned();
-            let (rest, preview) = match name.strip_suffix(THUMB_SUFFIX) {
-                Some(rest) => (rest.to_owned(), true),
-                None => (name, false),
-            };
-            let sha = format!("{prefix}{rest}");
+            let rest = name
+                .strip_suffix(THUMB_SUFFIX)
+                .or_else(|| name.strip_suffix(NO_THUMB_SUFFIX));
+            let derived = rest.is_some().then(|| file.path());
+            let sha = format!("{prefix}{}", rest.unwrap_or(&name));
             if is_sha256_hex(&sha) {
-                out.push((sha, preview));
+                out.push((sha, derived));
             }
         }
     }
@@ -475,7 +550,7 @@ mod tests {
             0,
             "temp files left"
         );
-        assert_eq!(list_stored(&files), vec![(SHA.to_owned(), false)]);
+        assert_eq!(list_stored(&files), vec![(SHA.to_owned(), None)]);
         remove_blob(&files, SHA);
         assert!(list_stored(&files).is_empty());
     }
@@ -498,7 +573,7 @@ mod tests {
             .save_with_format(&path, image::ImageFormat::Png)
             .expect("save");
         assert_eq!(image_dimensions(&path), Some((800, 400)));
-        let thumb = ensure_thumbnail(&files, SHA).expect("thumb");
+        let thumb = ensure_thumbnail(&files, SHA, 1_000_000).expect("thumb");
         let (w, h) = image_dimensions(&thumb).expect("dims");
         assert_eq!((w, h), (320, 160));
         let decoded = image::open(&thumb).expect("open").to_rgb8();
@@ -516,7 +591,41 @@ mod tests {
         let path = blob_path(&files, SHA).expect("path");
         fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         fs::write(&path, b"\x89PNG\r\n\x1a\nnot really").expect("write");
-        assert!(ensure_thumbnail(&files, SHA).is_err());
+        assert!(matches!(
+            ensure_thumbnail(&files, SHA, 1_000_000),
+            Err(NoThumbnail::Undecodable(_))
+        ));
         assert!(!thumb_path(&files, SHA).expect("p").exists());
+        // Remembered: not decoded again, and swept with the content.
+        assert!(matches!(
+            ensure_thumbnail(&files, SHA, 1_000_000),
+            Err(NoThumbnail::Remembered)
+        ));
+        assert_eq!(list_stored(&files).len(), 2);
+        remove_blob(&files, SHA);
+        assert!(list_stored(&files).is_empty());
+    }
+
+    #[test]
+    fn images_over_the_pixel_limit_are_not_decoded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = files_dir(dir.path());
+        let path = blob_path(&files, SHA).expect("path");
+        fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        image::GrayImage::new(1000, 800)
+            .save_with_format(&path, image::ImageFormat::Png)
+            .expect("save");
+        assert!(matches!(
+            ensure_thumbnail(&files, SHA, 799_999),
+            Err(NoThumbnail::TooManyPixels {
+                pixels: 800_000,
+                max: 799_999
+            })
+        ));
+        assert!(!thumb_path(&files, SHA).expect("p").exists());
+        assert!(matches!(
+            ensure_thumbnail(&files, SHA, 1_000_000),
+            Err(NoThumbnail::Remembered)
+        ));
     }
 }

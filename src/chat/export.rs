@@ -187,7 +187,12 @@ enum Step {
 }
 
 impl Export {
-    pub fn new(viewer: Option<i64>, conversation_ids: Vec<i64>, format: Format, now: i64) -> Export {
+    pub fn new(
+        viewer: Option<i64>,
+        conversation_ids: Vec<i64>,
+        format: Format,
+        now: i64,
+    ) -> Export {
         Export {
             viewer,
             conversation_ids,
@@ -268,8 +273,11 @@ impl Export {
                 match self.format {
                     Format::Json => {
                         out.write_all(b"],\"users\":").map_err(io_err)?;
-                        serde_json::to_writer(&mut out, &people(conn, self.senders.iter().copied())?)
-                            .map_err(AppError::internal)?;
+                        serde_json::to_writer(
+                            &mut out,
+                            &people(conn, self.senders.iter().copied())?,
+                        )
+                        .map_err(AppError::internal)?;
                         out.write_all(b"}").map_err(io_err)?;
                     }
                     Format::Html => out.write_all(b"</body></html>\n").map_err(io_err)?,
@@ -313,7 +321,12 @@ impl Export {
         .map_err(io_err)
     }
 
-    fn html_open(&self, conn: &Connection, row: &ConversationRow, out: &mut Vec<u8>) -> AppResult<()> {
+    fn html_open(
+        &self,
+        conn: &Connection,
+        row: &ConversationRow,
+        out: &mut Vec<u8>,
+    ) -> AppResult<()> {
         if self.rows.len() > 1 {
             writeln!(out, "<h2>{}</h2>", esc(&title_of(conn, row)?)).map_err(io_err)?;
         }
@@ -323,7 +336,12 @@ impl Export {
         out.write_all(b"<ol class=\"messages\">\n").map_err(io_err)
     }
 
-    fn html_batch(&mut self, conn: &Connection, batch: &[Message], out: &mut Vec<u8>) -> AppResult<()> {
+    fn html_batch(
+        &mut self,
+        conn: &Connection,
+        batch: &[Message],
+        out: &mut Vec<u8>,
+    ) -> AppResult<()> {
         let unknown: Vec<i64> = batch
             .iter()
             .filter_map(|m| m.sender_id)
@@ -338,7 +356,12 @@ impl Export {
 }
 
 /// A conversation's object up to its `messages` array, opened.
-fn json_open(conn: &Connection, row: &ConversationRow, index: usize, out: &mut Vec<u8>) -> AppResult<()> {
+fn json_open(
+    conn: &Connection,
+    row: &ConversationRow,
+    index: usize,
+    out: &mut Vec<u8>,
+) -> AppResult<()> {
     if index > 0 {
         out.write_all(b",").map_err(io_err)?;
     }

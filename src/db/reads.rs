@@ -116,9 +116,7 @@ mod tests {
     async fn reads_run_on_the_reader_threads() {
         let pool = pool(2);
         let name = pool
-            .read(|_| {
-                Ok::<_, DbError>(std::thread::current().name().unwrap_or("").to_owned())
-            })
+            .read(|_| Ok::<_, DbError>(std::thread::current().name().unwrap_or("").to_owned()))
             .await
             .expect("read");
         assert!(name.starts_with("lanchat-read-"), "{name}");
