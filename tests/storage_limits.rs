@@ -147,9 +147,10 @@ async fn trickling_uploads_do_not_stall_other_users() {
 
 #[tokio::test]
 async fn uploads_past_the_per_user_cap_get_429() {
-    let server =
-        TestServer::start_with(ServerOptions::new().env("LANCHAT_LIMITS_MAX_UPLOADS_PER_USER", "2"))
-            .await;
+    let server = TestServer::start_with(
+        ServerOptions::new().env("LANCHAT_LIMITS_MAX_UPLOADS_PER_USER", "2"),
+    )
+    .await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let addr = server.addr();
@@ -163,7 +164,10 @@ async fn uploads_past_the_per_user_cap_get_429() {
     assert_eq!(refused.json["error"]["code"], "rate_limited");
     assert_eq!(refused.header("retry-after"), Some("5"));
     // Other users are not affected.
-    assert_eq!(try_upload(&server, &bob, b"bob's".to_vec()).await.status, 201);
+    assert_eq!(
+        try_upload(&server, &bob, b"bob's".to_vec()).await.status,
+        201
+    );
 
     // An upload that ends gives its place back.
     drop(first);
@@ -185,7 +189,10 @@ async fn a_stalled_upload_is_cut_off_and_leaves_nothing() {
     let (status, text) = read_response(&mut upload).await;
     assert_eq!(status, 408, "{text}");
     assert!(text.contains("\"code\":\"request_timeout\""), "{text}");
-    assert!(text.to_ascii_lowercase().contains("connection: close"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
     let data_dir = server.data_dir();
     eventually("the temp file to go", || temp_files(&data_dir) == 0).await;
     // A normal upload is well above the minimum.
@@ -267,7 +274,10 @@ async fn exports_past_the_per_user_cap_get_429() {
             break;
         }
         assert_eq!(status, 429);
-        assert!(Instant::now() < deadline, "the export's place never came back");
+        assert!(
+            Instant::now() < deadline,
+            "the export's place never came back"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -282,7 +292,10 @@ async fn the_attachment_quota_is_per_user_and_admins_see_and_change_it() {
     .await;
     let root = server.login("root", PASSWORD).await;
     let alice = server.register("alice").await;
-    assert_eq!(try_upload(&server, &alice, vec![1u8; 2000]).await.status, 201);
+    assert_eq!(
+        try_upload(&server, &alice, vec![1u8; 2000]).await.status,
+        201
+    );
     // Past the quota, whether announced by Content-Length or not.
     let refused = try_upload(&server, &alice, vec![2u8; 2000]).await;
     assert_eq!(refused.status, 507, "{}", refused.text);
@@ -294,7 +307,10 @@ async fn the_attachment_quota_is_per_user_and_admins_see_and_change_it() {
         "{}",
         refused.text
     );
-    assert_eq!(try_upload(&server, &alice, vec![3u8; 1000]).await.status, 201);
+    assert_eq!(
+        try_upload(&server, &alice, vec![3u8; 1000]).await.status,
+        201
+    );
     let full = try_upload(&server, &alice, vec![4u8; 1]).await;
     assert_eq!(full.status, 507);
     assert_eq!(full.json["error"]["code"], "quota_exceeded");
@@ -314,7 +330,10 @@ async fn the_attachment_quota_is_per_user_and_admins_see_and_change_it() {
         .await;
     assert_eq!(status, 200, "{settings}");
     assert_eq!(settings["attachment_quota_bytes"], 0);
-    assert_eq!(try_upload(&server, &alice, vec![4u8; 5000]).await.status, 201);
+    assert_eq!(
+        try_upload(&server, &alice, vec![4u8; 5000]).await.status,
+        201
+    );
     let (status, bad) = server
         .patch(
             "/api/v1/admin/settings",
@@ -322,7 +341,12 @@ async fn the_attachment_quota_is_per_user_and_admins_see_and_change_it() {
             json!({"attachment_quota_bytes": 5}),
         )
         .await;
-    assert_field_error(&(status, bad), 400, "validation_failed", "attachment_quota_bytes");
+    assert_field_error(
+        &(status, bad),
+        400,
+        "validation_failed",
+        "attachment_quota_bytes",
+    );
 }
 
 #[tokio::test]
@@ -394,10 +418,7 @@ fn corrupt(mut png: Vec<u8>) -> Vec<u8> {
 /// A few bytes claiming 100,000 × 100,000 pixels: a decompression bomb.
 fn bomb() -> Vec<u8> {
     let mut png = png(1, 1);
-    let ihdr = png
-        .windows(4)
-        .position(|w| w == b"IHDR")
-        .expect("IHDR");
+    let ihdr = png.windows(4).position(|w| w == b"IHDR").expect("IHDR");
     png[ihdr + 4..ihdr + 8].copy_from_slice(&100_000u32.to_be_bytes());
     png[ihdr + 8..ihdr + 12].copy_from_slice(&100_000u32.to_be_bytes());
     png
@@ -414,7 +435,8 @@ async fn hostile_images_are_never_decoded_twice_nor_past_the_pixel_limit() {
     )
     .await;
     let alice = server.register("alice").await;
-    let thumb = |attachment: &Value| format!("{}?thumb=1", attachment["url"].as_str().unwrap_or(""));
+    let thumb =
+        |attachment: &Value| format!("{}?thumb=1", attachment["url"].as_str().unwrap_or(""));
     let fetch = |path: String| {
         let server = &server;
         let alice = &alice;
@@ -430,13 +452,17 @@ async fn hostile_images_are_never_decoded_twice_nor_past_the_pixel_limit() {
     };
 
     // Within the limit: a preview.
-    let fine = server.upload(&alice, &png(1000, 1000), "fine.png", "image/png").await;
+    let fine = server
+        .upload(&alice, &png(1000, 1000), "fine.png", "image/png")
+        .await;
     let reply = fetch(thumb(&fine)).await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("content-type"), Some("image/jpeg"));
 
     // Over the pixel limit: not decoded, the image itself is served.
-    let big = server.upload(&alice, &png(1001, 1000), "big.png", "image/png").await;
+    let big = server
+        .upload(&alice, &png(1001, 1000), "big.png", "image/png")
+        .await;
     assert_eq!(big["width"], 1001);
     let reply = fetch(thumb(&big)).await;
     assert_eq!(reply.status, 200);
@@ -459,7 +485,9 @@ async fn hostile_images_are_never_decoded_twice_nor_past_the_pixel_limit() {
     assert_eq!(no_preview_logs(&server), 2);
 
     // A bomb: its size does not even read, it is stored and served as is.
-    let bomb = server.upload(&alice, &bomb(), "bomb.png", "image/png").await;
+    let bomb = server
+        .upload(&alice, &bomb(), "bomb.png", "image/png")
+        .await;
     assert!(bomb.get("width").is_none(), "{bomb}");
     let reply = fetch(thumb(&bomb)).await;
     assert_eq!(reply.status, 200);

@@ -319,11 +319,7 @@ pub fn seed(data_dir: &Path, messages: usize, my_conversations: usize) -> Res<Se
     // The server indexes messages up to a thousand at a time; for a bulk seed, one
     // rebuild from the messages table is much faster. The watermark tells the
     // server all of them are in.
-    conn.execute_batch(
-        "INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
-         UPDATE search_index_state SET indexed_upto = (SELECT MAX(id) FROM messages);",
-    )
-    .map_err(e)?;
+    lanchat::search::rebuild(&conn).map_err(e)?;
 
     // Last activity, and read pointers: the measured user has up to 5 unread
     // messages per conversation, everyone else has read everything.
