@@ -1037,6 +1037,35 @@ mod tests {
     }
 
     #[test]
+    fn the_pair_index_takes_in_what_was_indexed_before_it_existed() {
+        use crate::db::migrations::{embedded, migrate_with};
+        let all = embedded().expect("migrations");
+        let before: Vec<_> = all.iter().filter(|m| m.version < 5).cloned().collect();
+        let mut conn = Connection::open_in_memory().expect("db");
+        migrate_with(&mut conn, &before).expect("migrate to 4");
+        conn.execute_batch(
+            "INSERT INTO users (id, username, password_hash, created_at) VALUES (1, 'alice', 'x', 0);
+             INSERT INTO conversations (id, kind, title, created_at, last_activity_at)
+                 VALUES (1, 'group', 'g', 0, 0);
+             INSERT INTO members (conversation_id, user_id, joined_at) VALUES (1, 1, 0);
+             INSERT INTO messages (id, conversation_id, sender_id, body, created_at)
+                 VALUES (1, 1, 1, '今天天气很好', 0), (2, 1, 1, '明天天气', 0);
+             INSERT INTO messages (id, conversation_id, sender_id, body, created_at, deleted_at)
+                 VALUES (3, 1, 1, '', 0, 1);
+             INSERT INTO messages (id, conversation_id, sender_id, body, created_at)
+                 VALUES (4, 1, 1, '天气 not yet indexed', 0);
+             INSERT INTO messages_fts (rowid, body) VALUES (1, '今天天气很好'), (2, '明天天气');
+             UPDATE search_index_state SET indexed_upto = 3;",
+        )
+        .expect("old data");
+        migrate_with(&mut conn, &all).expect("migrate");
+        assert_eq!(ids(&conn, 1, "天气"), vec![2, 1]);
+        // Past the watermark: the indexer's next step, as for words.
+        assert!(!index_pending(&conn, 10).expect("step"));
+        assert_eq!(ids(&conn, 1, "天气"), vec![4, 2, 1]);
+    }
+
+    #[test]
     fn searches_in_scripts_without_spaces_do_not_scan() {
         let conn = fixture();
         for q in ["天气", "天", "天气 hello", "rust入門"] {
