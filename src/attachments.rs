@@ -296,16 +296,7 @@ where
                     "the upload was interrupted or is not well-formed multipart",
                 ));
             }
-            Err(Stalled) => {
-                break Some(AppError::RequestTimeout(
-                    format!(
-                        "the upload stalled: less than {} bytes arrived in {} s",
-                        rate.min_bytes,
-                        rate.window.as_secs()
-                    )
-                    .into(),
-                ));
-            }
+            Err(Stalled) => break Some(stalled(rate)),
         };
         let bytes: Bytes = chunk.copy_to_bytes(chunk.remaining());
         watch.received(bytes.len());
@@ -327,6 +318,18 @@ where
         .await
         .map_err(|err| storage_error("writing an upload", err))?;
     Ok(Some(written))
+}
+
+/// 408 for an upload slower than `rate`.
+pub fn stalled(rate: MinRate) -> AppError {
+    AppError::RequestTimeout(
+        format!(
+            "the upload stalled: less than {} bytes arrived in {} s",
+            rate.min_bytes,
+            rate.window.as_secs()
+        )
+        .into(),
+    )
 }
 
 /// A failed write: 507 when the disk is full, 500 otherwise.

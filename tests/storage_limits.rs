@@ -195,6 +195,20 @@ async fn a_stalled_upload_is_cut_off_and_leaves_nothing() {
     );
     let data_dir = server.data_dir();
     eventually("the temp file to go", || temp_files(&data_dir) == 0).await;
+
+    // Stalled before the file's part even starts.
+    let mut stuck = TcpStream::connect(server.addr()).await.expect("connect");
+    let head = format!(
+        "POST /api/v1/attachments HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: 1000\r\n\r\n\
+         --{BOUNDARY}\r\nContent-Disposition: form-da",
+        server.addr(),
+        alice.access_token
+    );
+    stuck.write_all(head.as_bytes()).await.expect("send");
+    let (status, text) = read_response(&mut stuck).await;
+    assert_eq!(status, 408, "{text}");
+
     // A normal upload is well above the minimum.
     assert_eq!(
         try_upload(&server, &alice, vec![7u8; 200_000]).await.status,

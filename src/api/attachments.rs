@@ -9,14 +9,14 @@ use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use warp::filters::BoxedFilter;
-use warp::filters::multipart::FormData;
+use warp::filters::multipart::{FormData, Part};
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use super::{authenticated, bearer_token, json, query, respond, with_state};
 use crate::attachments::media::{self, Disposition};
-use crate::attachments::rate::MinRate;
+use crate::attachments::rate::{MinRate, RateWatch};
 use crate::attachments::store::{self, NoThumbnail, THUMB_MAX};
 use crate::attachments::{self, Attachment, FILES_LOCK, Received};
 use crate::auth::AuthUser;
@@ -111,8 +111,7 @@ async fn upload(
     );
     let mut received = None;
     let mut other_bytes = 0usize;
-    while let Some(part) = form.next().await {
-        let part = part.map_err(malformed)?;
+    while let Some(part) = next_part(&mut form, rate).await? {
         if part.name() == "file" && received.is_none() {
             let name = media::sanitize_filename(part.filename());
             let claimed = part.content_type().map(str::to_owned);
@@ -128,8 +127,15 @@ async fn upload(
             }
         } else {
             let mut body = std::pin::pin!(part.stream());
-            while let Some(chunk) = body.next().await {
-                other_bytes += chunk.map_err(malformed)?.remaining();
+            let mut watch = RateWatch::start(rate);
+            while let Some(chunk) = watch
+                .next(&mut body)
+                .await
+                .map_err(|_| attachments::stalled(rate))?
+            {
+                let size = chunk.map_err(malformed)?.remaining();
+                watch.received(size);
+                other_bytes += size;
                 if other_bytes > OTHER_FIELDS_MAX {
                     drain(&mut form, &mut body).await;
                     return Err(AppError::PayloadTooLarge(
@@ -156,6 +162,20 @@ async fn upload(
     )
     .await?;
     Ok(json(StatusCode::CREATED, &attachment))
+}
+
+/// The form's next part; 408 when its headers take longer than a window of the
+/// minimum rate.
+async fn next_part(form: &mut FormData, rate: MinRate) -> AppResult<Option<Part>> {
+    let next = form.next();
+    let part = if rate.enabled() {
+        tokio::time::timeout(rate.window, next)
+            .await
+            .map_err(|_| attachments::stalled(rate))?
+    } else {
+        next.await
+    };
+    part.transpose().map_err(malformed)
 }
 
 /// How much one upload may bring: the smallest of the attachment size limit,

@@ -24,7 +24,7 @@ impl MinRate {
         }
     }
 
-    fn enabled(&self) -> bool {
+    pub fn enabled(&self) -> bool {
         !self.window.is_zero() && self.min_bytes > 0
     }
 }

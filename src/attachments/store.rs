@@ -555,6 +555,29 @@ mod tests {
         assert!(list_stored(&files).is_empty());
     }
 
+    #[tokio::test]
+    async fn the_writer_hashes_across_many_flushes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let temp = TempFile::new_name(&tmp_dir(&files_dir(dir.path())), ".part");
+        let mut writer = UploadWriter::create(temp.path().to_owned())
+            .await
+            .expect("create");
+        let content: Vec<u8> = (0..FLUSH_BYTES * 5 + 123)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        for chunk in content.chunks(7_000) {
+            writer
+                .push(Bytes::copy_from_slice(chunk))
+                .await
+                .expect("push");
+        }
+        let written = writer.finish().await.expect("finish");
+        assert_eq!(written.size, content.len() as u64);
+        assert_eq!(written.sha256, hex::encode(Sha256::digest(&content)));
+        assert_eq!(written.head, content[..SNIFF_BYTES]);
+        assert_eq!(fs::read(temp.path()).expect("read"), content);
+    }
+
     #[test]
     fn thumbnails_are_small_jpegs() {
         let dir = tempfile::tempdir().expect("tempdir");
