@@ -387,7 +387,8 @@ pub fn find(conn: &Connection, viewer: i64, query: &SearchQuery) -> AppResult<Ve
         return Ok(Vec::new());
     }
     let substrings = substrings(&query.terms);
-    let Some((sql, params)) = find_sql(viewer, query, &substrings) else {
+    let driver = choose_driver(conn, &query.terms)?;
+    let Some((sql, params)) = find_sql(viewer, query, &substrings, driver) else {
         return Ok(Vec::new());
     };
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -409,6 +410,43 @@ pub fn find(conn: &Connection, viewer: i64, query: &SearchQuery) -> AppResult<Ve
     Ok(hits)
 }
 
+/// Which index drives a search that has both words and terms in scripts
+/// without spaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Driver {
+    Words,
+    Pairs,
+}
+
+/// Up to this many matches are counted on each side to pick the driver.
+const DRIVER_PROBE: i64 = 2_000;
+
+/// The index with fewer matches drives (counted up to [`DRIVER_PROBE`], a few
+/// milliseconds at most): `天气 report` is read from the few messages with
+/// `天气`, not from every report. Words by default (their highlights).
+fn choose_driver(conn: &Connection, terms: &[Term]) -> rusqlite::Result<Driver> {
+    let (Some(words), Some(grams)) = (fts_expression(terms), gram_expression(terms)) else {
+        return Ok(Driver::Words);
+    };
+    let count = |table: &str, expression: String| -> rusqlite::Result<i64> {
+        conn.prepare_cached(&format!(
+            "SELECT count(*) FROM (SELECT rowid FROM {table} WHERE {table} MATCH ?1 LIMIT ?2)"
+        ))?
+        .query_row(rusqlite::params![expression, DRIVER_PROBE], |row| {
+            row.get(0)
+        })
+    };
+    let pairs = count("messages_cjk", grams)?;
+    if pairs >= DRIVER_PROBE {
+        return Ok(Driver::Words);
+    }
+    Ok(if pairs < count("messages_fts", words)? {
+        Driver::Pairs
+    } else {
+        Driver::Words
+    })
+}
+
 /// The texts of the substring terms.
 fn substrings(terms: &[Term]) -> Vec<String> {
     terms
@@ -425,26 +463,41 @@ fn find_sql(
     viewer: i64,
     query: &SearchQuery,
     substrings: &[String],
+    driver: Driver,
 ) -> Option<(String, Vec<Value>)> {
     let mut params: Vec<Value> = Vec::new();
     let mut sql = String::new();
-    // The word index drives the query when there are words (its highlights make
-    // the snippet), else the pair index; never a scan of the messages.
-    let grams = gram_expression(&query.terms);
-    let (id_column, order) = match (fts_expression(&query.terms), grams.clone()) {
-        (Some(expression), grams) => {
+    // One index drives the query, newest first, and the other (if the query has
+    // both kinds of term) is looked up for each of its rows: never a scan of the
+    // messages.
+    let (id_column, order) = match (fts_expression(&query.terms), gram_expression(&query.terms)) {
+        (Some(words), Some(grams)) => {
+            let (first, second) = match driver {
+                Driver::Words => ("messages_fts", "messages_cjk"),
+                Driver::Pairs => ("messages_cjk", "messages_fts"),
+            };
+            // CROSS JOIN fixes the order; messages_fts stays in the join for
+            // its highlights either way.
+            sql.push_str(&format!(
+                "SELECT m.id, m.body, highlight(messages_fts, 0, char(1), char(2))
+                 FROM {first} CROSS JOIN {second} CROSS JOIN messages m
+                 WHERE messages_fts MATCH ? AND messages_cjk MATCH ?
+                   AND {second}.rowid = {first}.rowid AND m.id = {first}.rowid"
+            ));
+            params.push(Value::Text(words));
+            params.push(Value::Text(grams));
+            match driver {
+                Driver::Words => ("messages_fts.rowid", "ORDER BY messages_fts.rowid DESC"),
+                Driver::Pairs => ("messages_cjk.rowid", "ORDER BY messages_cjk.rowid DESC"),
+            }
+        }
+        (Some(words), None) => {
             sql.push_str(
                 "SELECT m.id, m.body, highlight(messages_fts, 0, char(1), char(2))
                  FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid
                  WHERE messages_fts MATCH ?",
             );
-            params.push(Value::Text(expression));
-            if let Some(grams) = grams {
-                sql.push_str(
-                    " AND m.id IN (SELECT rowid FROM messages_cjk WHERE messages_cjk MATCH ?)",
-                );
-                params.push(Value::Text(grams));
-            }
+            params.push(Value::Text(words));
             ("messages_fts.rowid", "ORDER BY messages_fts.rowid DESC")
         }
         (None, Some(grams)) => {
@@ -1086,24 +1139,71 @@ mod tests {
                 before: None,
                 limit: 10,
             };
-            let (sql, params) = find_sql(1, &query, &substrings(&query.terms)).expect("sql");
-            let plan: Vec<String> = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .expect("plan")
-                .query_map(rusqlite::params_from_iter(params), |r| {
-                    r.get::<_, String>(3)
-                })
-                .expect("rows")
-                .collect::<Result<_, _>>()
-                .expect("collect");
-            assert!(plan[0].contains("VIRTUAL TABLE"), "{q}: {plan:?}");
-            assert!(
-                plan.iter()
-                    .filter(|p| p.starts_with("SCAN"))
-                    .all(|p| p.contains("VIRTUAL TABLE")),
-                "{q}: {plan:?}"
-            );
+            for driver in [Driver::Words, Driver::Pairs] {
+                let (sql, params) =
+                    find_sql(1, &query, &substrings(&query.terms), driver).expect("sql");
+                let plan: Vec<String> = conn
+                    .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .expect("plan")
+                    .query_map(rusqlite::params_from_iter(params), |r| {
+                        r.get::<_, String>(3)
+                    })
+                    .expect("rows")
+                    .collect::<Result<_, _>>()
+                    .expect("collect");
+                // The second index of a mixed search is looked up by rowid (FTS5's
+                // plan `=M`), not searched whole for each row.
+                assert!(
+                    plan.iter()
+                        .skip(1)
+                        .filter(|p| p.starts_with("SCAN"))
+                        .all(|p| p.contains(":=M")),
+                    "{q}: {plan:?}"
+                );
+                assert!(plan[0].contains("VIRTUAL TABLE"), "{q}: {plan:?}");
+                assert!(
+                    plan.iter()
+                        .filter(|p| p.starts_with("SCAN"))
+                        .all(|p| p.contains("VIRTUAL TABLE")),
+                    "{q}: {plan:?}"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn the_rarer_side_of_a_mixed_search_drives_it() {
+        let conn = fixture();
+        let mut reports = Vec::new();
+        for i in 0..30 {
+            reports.push(post(&conn, 1, 1, &format!("weekly report {i}")));
+        }
+        let both = post(&conn, 1, 2, "天气 report");
+        let terms = parse_query("天气 report").expect("q");
+        assert_eq!(choose_driver(&conn, &terms).expect("driver"), Driver::Pairs);
+        assert_eq!(ids(&conn, 1, "天气 report"), vec![both]);
+        assert_eq!(ids(&conn, 1, "report 天气"), vec![both]);
+        // Highlights from the word index either way.
+        let hits = find(
+            &conn,
+            1,
+            &SearchQuery {
+                terms,
+                conversation_id: None,
+                from: None,
+                before: None,
+                limit: 5,
+            },
+        )
+        .expect("find");
+        assert_eq!(hits[0].snippet, "<mark>天气</mark> <mark>report</mark>");
+        for _ in 0..3 {
+            post(&conn, 1, 1, "天气 天气");
+        }
+        let terms = parse_query("天气 zebra").expect("q");
+        post(&conn, 1, 1, "zebra");
+        assert_eq!(choose_driver(&conn, &terms).expect("driver"), Driver::Words);
+        assert!(ids(&conn, 1, "天气 zebra").is_empty());
     }
 
     #[test]
