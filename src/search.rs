@@ -476,13 +476,14 @@ fn find_sql(
                 Driver::Words => ("messages_fts", "messages_cjk"),
                 Driver::Pairs => ("messages_cjk", "messages_fts"),
             };
-            // CROSS JOIN fixes the order; messages_fts stays in the join for
-            // its highlights either way.
+            // CROSS JOIN fixes the order: the message's own checks (readable,
+            // the exact text) come before the second index is looked up, which
+            // stays in the join for the word highlights either way.
             sql.push_str(&format!(
                 "SELECT m.id, m.body, highlight(messages_fts, 0, char(1), char(2))
-                 FROM {first} CROSS JOIN {second} CROSS JOIN messages m
+                 FROM {first} CROSS JOIN messages m CROSS JOIN {second}
                  WHERE messages_fts MATCH ? AND messages_cjk MATCH ?
-                   AND {second}.rowid = {first}.rowid AND m.id = {first}.rowid"
+                   AND m.id = {first}.rowid AND {second}.rowid = {first}.rowid"
             ));
             params.push(Value::Text(words));
             params.push(Value::Text(grams));
