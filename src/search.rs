@@ -19,11 +19,10 @@
 //! the candidates (newest first, a page at a time); a `LIKE` on those checks
 //! the exact text, so a term mixing scripts (`rust入門`) is exact too.
 //! Measured at 1M messages, one in five Chinese (cold-path bench,
-//! docs/PERFORMANCE.md): 0.3–1 ms per search in those scripts, where the scan
+//! docs/PERFORMANCE.md): 0.5–1.4 ms per search in those scripts, where the scan
 //! took 2–3 s on the same shared machine; the index adds ~19 % to the database.
-//! A search mixing both kinds of term intersects the two indexes (the word
-//! index drives, the pair index filters): tens of milliseconds when both terms
-//! are frequent.
+//! A search with both kinds of term is driven by the index with fewer matches
+//! ([`choose_driver`]), the other looked up by rowid.
 //!
 //! The index (`messages_fts`, external content over `messages`) is kept by the
 //! writer, off the commit path of a send: its background step ([`indexer`])
