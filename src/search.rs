@@ -22,7 +22,7 @@
 //! docs/PERFORMANCE.md): 0.5–1.4 ms per search in those scripts, where the scan
 //! took 2–3 s on the same shared machine; the index adds ~19 % to the database.
 //! A search with both kinds of term is driven by the index with fewer matches
-//! ([`choose_driver`]), the other looked up by rowid.
+//! (`choose_driver`), the other looked up by rowid.
 //!
 //! The index (`messages_fts`, external content over `messages`) is kept by the
 //! writer, off the commit path of a send: its background step ([`indexer`])
