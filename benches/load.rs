@@ -730,7 +730,7 @@ impl Bench {
             format!("worst p99 {}", history.map(ms).unwrap_or("-".into())),
             history.map(|v| v <= 5.0),
         );
-        let search = worst(&cold.search).filter(|_| cold.search.len() == 6);
+        let search = worst(&cold.search).filter(|_| cold.search.len() == cold.search_queries);
         s.check(
             "search ≤ 50 ms",
             format!("worst p99 {}", search.map(ms).unwrap_or("-".into())),

@@ -4,22 +4,23 @@
 //! file is and how a browser may show it is decided in [`media`].
 
 pub mod media;
+pub mod rate;
 pub mod store;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::db::WriteCtx;
 use crate::error::{AppError, AppResult};
 use crate::state::SharedState;
-use store::{TempFile, Written};
+use rate::{MinRate, RateWatch, Stalled};
+use store::{TempFile, UploadWriter, Written};
 
 /// The contract's Attachment object.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -106,11 +107,56 @@ pub struct NewAttachment {
     pub height: Option<u32>,
 }
 
+/// The bytes of every attachment `user_id` uploaded that is still stored (each
+/// upload counts, even of content stored once for several): what the quota
+/// limits.
+pub fn stored_bytes(conn: &Connection, user_id: i64) -> AppResult<u64> {
+    let total: i64 = conn
+        .prepare_cached("SELECT COALESCE(SUM(size), 0) FROM attachments WHERE uploader_id = ?1")?
+        .query_row([user_id], |row| row.get(0))?;
+    Ok(u64::try_from(total).unwrap_or(0))
+}
+
+/// [`stored_bytes`] of each of `user_ids` that has any.
+pub fn stored_bytes_of(conn: &Connection, user_ids: &[i64]) -> AppResult<HashMap<i64, u64>> {
+    let ids = serde_json::to_string(user_ids).map_err(AppError::internal)?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT uploader_id, SUM(size) FROM attachments
+         WHERE uploader_id IN (SELECT value FROM json_each(?1)) GROUP BY uploader_id",
+    )?;
+    let rows = stmt.query_map([ids], |row| {
+        Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+    })?;
+    let mut out = HashMap::new();
+    for row in rows {
+        let (user, bytes) = row?;
+        out.insert(user, u64::try_from(bytes).unwrap_or(0));
+    }
+    Ok(out)
+}
+
+/// 507 `quota_exceeded`, saying how much is used of how much.
+pub fn over_quota(used: u64, quota: u64) -> AppError {
+    AppError::quota_exceeded(format!(
+        "your attachments use {used} of your {quota} bytes: delete some messages with files, or ask an admin for more room"
+    ))
+}
+
+/// Records an upload, unless it would take the uploader past `quota` bytes
+/// (0: no quota). Checked here, in the writer, so concurrent uploads cannot
+/// pass it together.
 pub fn insert(
     ctx: &mut WriteCtx<'_>,
     uploader_id: i64,
     new: NewAttachment,
+    quota: u64,
 ) -> AppResult<Attachment> {
+    if quota > 0 {
+        let used = stored_bytes(ctx.conn(), uploader_id)?;
+        if used.saturating_add(new.size) > quota {
+            return Err(over_quota(used, quota));
+        }
+    }
     ctx.conn()
         .prepare_cached(
             "INSERT INTO attachments (uploader_id, name, mime, size, sha256, width, height, created_at)
@@ -191,76 +237,116 @@ pub enum Received {
     TooLarge,
 }
 
-/// Streams one upload into a temp file in `files/tmp` while a blocking thread
-/// hashes and writes it; stops as soon as it grows past `limit` bytes.
-/// The stream is borrowed so that the caller can drain the rest of a refused one.
-pub async fn receive<S, B, E>(files_dir: &Path, body: &mut S, limit: u64) -> AppResult<Received>
+/// Streams one upload into a temp file in `files/tmp`, hashing and writing it
+/// in short blocking tasks (no thread waits on the client); stops as soon as it
+/// grows past `limit` bytes, and fails with 408 when it arrives slower than
+/// `rate`. The stream is borrowed so that the caller can drain the rest of a
+/// refused one.
+pub async fn receive<S, B, E>(
+    files_dir: &Path,
+    body: &mut S,
+    limit: u64,
+    rate: MinRate,
+) -> AppResult<Received>
 where
     S: Stream<Item = Result<B, E>> + Unpin,
     B: Buf,
     E: std::fmt::Display,
 {
     let temp = TempFile::new_name(&store::tmp_dir(files_dir), ".part");
-    let sink = store::spawn_sink(temp.path().to_owned());
+    let writer = UploadWriter::create(temp.path().to_owned())
+        .await
+        .map_err(|err| storage_error("creating an upload's file", err))?;
+    let outcome = fill(writer, body, limit, rate).await;
+    if let Ok(Some(written)) = outcome {
+        return Ok(Received::Complete(temp, written));
+    }
+    let removed = tokio::task::spawn_blocking(move || {
+        let mut temp = temp;
+        temp.remove();
+    })
+    .await;
+    if let Err(err) = removed {
+        tracing::warn!(error = %err, "removing a temp file failed");
+    }
+    outcome.map(|_| Received::TooLarge)
+}
+
+/// The body into the writer: what was written, or `None` past `limit`.
+async fn fill<S, B, E>(
+    mut writer: UploadWriter,
+    body: &mut S,
+    limit: u64,
+    rate: MinRate,
+) -> AppResult<Option<Written>>
+where
+    S: Stream<Item = Result<B, E>> + Unpin,
+    B: Buf,
+    E: std::fmt::Display,
+{
+    let mut watch = RateWatch::start(rate);
     let mut size = 0u64;
-    let mut failure: Option<AppError> = None;
-    let mut too_large = false;
-    while let Some(chunk) = body.next().await {
-        let mut chunk = match chunk {
-            Ok(chunk) => chunk,
-            Err(err) => {
+    let failure = loop {
+        let mut chunk = match watch.next(body).await {
+            Ok(None) => break None,
+            Ok(Some(Ok(chunk))) => chunk,
+            Ok(Some(Err(err))) => {
                 tracing::debug!(error = %err, "upload body failed");
-                failure = Some(AppError::bad_request(
+                break Some(AppError::bad_request(
                     "the upload was interrupted or is not well-formed multipart",
                 ));
-                break;
             }
+            Err(Stalled) => break Some(stalled(rate)),
         };
         let bytes: Bytes = chunk.copy_to_bytes(chunk.remaining());
+        watch.received(bytes.len());
         size += bytes.len() as u64;
         if size > limit {
-            too_large = true;
-            break;
+            writer.abandon().await;
+            return Ok(None);
         }
-        if sink.chunks.send(bytes).await.is_err() {
-            // The sink stopped: its error says why.
-            break;
-        }
-    }
-    let aborted = too_large || failure.is_some();
-    sink.abort.store(aborted, Ordering::Release);
-    drop(sink.chunks);
-    let written = sink
-        .done
-        .await
-        .map_err(|err| AppError::internal(format!("upload writer: {err}")))
-        .and_then(|r| r.map_err(|err| AppError::internal(format!("writing an upload: {err}"))));
-    let written = match written {
-        Ok(written) if !aborted => written,
-        outcome => {
-            let removed = tokio::task::spawn_blocking(move || {
-                let mut temp = temp;
-                temp.remove();
-            })
-            .await;
-            if let Err(err) = removed {
-                tracing::warn!(error = %err, "removing a temp file failed");
-            }
-            if too_large {
-                return Ok(Received::TooLarge);
-            }
-            return Err(match (failure, outcome) {
-                (Some(err), _) | (None, Err(err)) => err,
-                (None, Ok(_)) => AppError::internal("upload aborted"),
-            });
+        if let Err(err) = writer.push(bytes).await {
+            break Some(storage_error("writing an upload", err));
         }
     };
-    Ok(Received::Complete(temp, written))
+    if let Some(err) = failure {
+        writer.abandon().await;
+        return Err(err);
+    }
+    let written = writer
+        .finish()
+        .await
+        .map_err(|err| storage_error("writing an upload", err))?;
+    Ok(Some(written))
+}
+
+/// 408 for an upload slower than `rate`.
+pub fn stalled(rate: MinRate) -> AppError {
+    AppError::RequestTimeout(
+        format!(
+            "the upload stalled: less than {} bytes arrived in {} s",
+            rate.min_bytes,
+            rate.window.as_secs()
+        )
+        .into(),
+    )
+}
+
+/// A failed write: 507 when the disk is full, 500 otherwise.
+fn storage_error(what: &str, err: std::io::Error) -> AppError {
+    if err.kind() == std::io::ErrorKind::StorageFull {
+        tracing::warn!(error = %err, "{what}: the disk is full");
+        AppError::insufficient_storage("the server's disk is full: the upload was not stored")
+    } else {
+        AppError::internal(format!("{what}: {err}"))
+    }
 }
 
 /// Files a received upload under its content address (once per content) and
-/// records it. `claimed_mime` is the part's content type, checked against the
-/// bytes by [`media::decide_mime`].
+/// records it within the uploader's `quota` (see [`insert`]). `claimed_mime` is
+/// the part's content type, checked against the bytes by [`media::decide_mime`].
+/// A file refused by the quota at this last check stays on disk until the
+/// hourly cleanup (another upload may be recording the same content).
 pub async fn store_upload(
     state: &SharedState,
     uploader_id: i64,
@@ -268,6 +354,7 @@ pub async fn store_upload(
     claimed_mime: Option<String>,
     temp: TempFile,
     written: Written,
+    quota: u64,
 ) -> AppResult<Attachment> {
     let mime = media::decide_mime(claimed_mime.as_deref(), &name, &written.head);
     let files = store::files_dir(&state.data_dir);
@@ -286,7 +373,7 @@ pub async fn store_upload(
     })
     .await
     .map_err(|err| AppError::internal(format!("storing an upload: {err}")))?
-    .map_err(|err| AppError::internal(format!("storing an upload: {err}")))?;
+    .map_err(|err| storage_error("storing an upload", err))?;
     let new = NewAttachment {
         name,
         mime,
@@ -298,7 +385,7 @@ pub async fn store_upload(
     state
         .db
         .writer
-        .run(move |ctx| insert(ctx, uploader_id, new))
+        .run(move |ctx| insert(ctx, uploader_id, new, quota))
         .await
 }
 
@@ -348,16 +435,15 @@ pub async fn cleanup_orphans(state: &SharedState, max_age: Duration) -> AppResul
             let mut referenced =
                 conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM attachments WHERE sha256 = ?1)")?;
             let mut removed = 0;
-            for (sha, preview) in store::list_stored(&files) {
+            for (sha, derived) in store::list_stored(&files) {
                 if referenced.query_row([&sha], |row| row.get::<_, bool>(0))? {
                     continue;
                 }
-                if preview {
-                    if let Some(path) = store::thumb_path(&files, &sha) {
+                match derived {
+                    Some(path) => {
                         let _ = std::fs::remove_file(path);
                     }
-                } else {
-                    store::remove_blob(&files, &sha);
+                    None => store::remove_blob(&files, &sha),
                 }
                 removed += 1;
             }
@@ -398,6 +484,7 @@ pub fn spawn_cleanup(state: SharedState) -> tokio::task::JoinHandle<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::StreamExt;
 
     #[test]
     fn ids_are_plain_positive_integers() {
@@ -412,6 +499,11 @@ mod tests {
         assert_eq!(parse_id("99999999999999999999"), None);
     }
 
+    const NO_RATE: MinRate = MinRate {
+        window: Duration::ZERO,
+        min_bytes: 0,
+    };
+
     #[tokio::test]
     async fn receive_stops_past_the_limit_and_leaves_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -420,9 +512,14 @@ mod tests {
             Ok::<_, std::io::Error>(Bytes::from(vec![1u8; 600])),
             Ok(Bytes::from(vec![2u8; 600])),
         ];
-        let outcome = receive(&files, &mut futures_util::stream::iter(chunks), 1000)
-            .await
-            .expect("receive");
+        let outcome = receive(
+            &files,
+            &mut futures_util::stream::iter(chunks),
+            1000,
+            NO_RATE,
+        )
+        .await
+        .expect("receive");
         assert!(matches!(outcome, Received::TooLarge));
         let left = std::fs::read_dir(store::tmp_dir(&files))
             .expect("tmp")
@@ -430,9 +527,14 @@ mod tests {
         assert_eq!(left, 0);
 
         let chunks = vec![Ok::<_, std::io::Error>(Bytes::from(vec![1u8; 1000]))];
-        let outcome = receive(&files, &mut futures_util::stream::iter(chunks), 1000)
-            .await
-            .expect("receive");
+        let outcome = receive(
+            &files,
+            &mut futures_util::stream::iter(chunks),
+            1000,
+            NO_RATE,
+        )
+        .await
+        .expect("receive");
         let Received::Complete(temp, written) = outcome else {
             panic!("expected a complete upload");
         };
@@ -444,6 +546,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn receive_gives_up_on_a_stalled_body_and_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = store::files_dir(dir.path());
+        let mut body =
+            futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"abc"))])
+                .chain(futures_util::stream::pending());
+        let rule = MinRate {
+            window: Duration::from_millis(50),
+            min_bytes: 100,
+        };
+        let err = receive(&files, &mut body, 1000, rule)
+            .await
+            .expect_err("stalled");
+        assert_eq!(err.code(), "request_timeout");
+        assert_eq!(err.status(), warp::http::StatusCode::REQUEST_TIMEOUT);
+        let left = std::fs::read_dir(store::tmp_dir(&files))
+            .expect("tmp")
+            .count();
+        assert_eq!(left, 0);
+    }
+
+    #[tokio::test]
     async fn receive_fails_cleanly_on_a_broken_body() {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = store::files_dir(dir.path());
@@ -451,9 +575,14 @@ mod tests {
             Ok(Bytes::from_static(b"abc")),
             Err(std::io::Error::other("connection reset")),
         ];
-        let err = receive(&files, &mut futures_util::stream::iter(chunks), 1000)
-            .await
-            .expect_err("broken");
+        let err = receive(
+            &files,
+            &mut futures_util::stream::iter(chunks),
+            1000,
+            NO_RATE,
+        )
+        .await
+        .expect_err("broken");
         assert_eq!(err.code(), "bad_request");
         let left = std::fs::read_dir(store::tmp_dir(&files))
             .expect("tmp")

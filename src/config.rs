@@ -110,6 +110,23 @@ pub struct LimitsConfig {
     pub ws_frames_per_sec: u32,
     /// Open WebSockets per user.
     pub max_connections_per_user: usize,
+    /// Bytes of attachments one user may have stored (0: no quota); admins can
+    /// change it at run time.
+    pub attachment_quota_bytes: u64,
+    /// Uploads are refused (507) while the data directory's disk has less free
+    /// space than this.
+    pub min_free_disk_bytes: u64,
+    /// Uploads one user may have in progress at once (429 past it).
+    pub max_uploads_per_user: usize,
+    /// Conversation exports one user may be downloading at once (429 past it).
+    pub max_exports_per_user: usize,
+    /// An upload must send at least this many bytes per second on average over
+    /// every `upload_rate_window_secs` (408 otherwise; 0 turns it off).
+    pub upload_min_bytes_per_sec: u64,
+    pub upload_rate_window_secs: u64,
+    /// Largest image, in pixels, that the server decodes to make a preview;
+    /// larger ones are shown as they are.
+    pub thumbnail_max_pixels: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -189,6 +206,13 @@ impl Default for LimitsConfig {
             ws_outbound_queue: 1024,
             ws_frames_per_sec: 50,
             max_connections_per_user: 32,
+            attachment_quota_bytes: 5 * 1024 * 1024 * 1024,
+            min_free_disk_bytes: 1024 * 1024 * 1024,
+            max_uploads_per_user: 4,
+            max_exports_per_user: 2,
+            upload_min_bytes_per_sec: 1024,
+            upload_rate_window_secs: 30,
+            thumbnail_max_pixels: 50_000_000,
         }
     }
 }
@@ -333,6 +357,12 @@ impl Config {
         }
         if self.limits.ws_outbound_queue < 8 {
             return Err(invalid("limits.ws_outbound_queue", "must be at least 8"));
+        }
+        if self.limits.max_uploads_per_user == 0 {
+            return Err(invalid("limits.max_uploads_per_user", "must be at least 1"));
+        }
+        if self.limits.max_exports_per_user == 0 {
+            return Err(invalid("limits.max_exports_per_user", "must be at least 1"));
         }
         if !self.backup.every.is_empty() {
             parse_duration(&self.backup.every).map_err(|m| invalid("backup.every", &m))?;

@@ -54,6 +54,16 @@ pub enum AppError {
     /// 415: a body in a content type the endpoint does not accept.
     #[error("{0}")]
     UnsupportedMediaType(Cow<'static, str>),
+    /// 408: a request body that stopped arriving, or arrived too slowly.
+    #[error("{0}")]
+    RequestTimeout(Cow<'static, str>),
+    /// 507: no room to store an upload: the disk's free-space reserve
+    /// (`insufficient_storage`) or the user's quota (`quota_exceeded`).
+    #[error("{message}")]
+    InsufficientStorage {
+        code: &'static str,
+        message: Cow<'static, str>,
+    },
     /// 429 with a `Retry-After` of this many seconds.
     #[error("too many requests, retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
@@ -139,6 +149,20 @@ impl AppError {
         }
     }
 
+    pub fn insufficient_storage(message: impl Into<Cow<'static, str>>) -> Self {
+        AppError::InsufficientStorage {
+            code: "insufficient_storage",
+            message: message.into(),
+        }
+    }
+
+    pub fn quota_exceeded(message: impl Into<Cow<'static, str>>) -> Self {
+        AppError::InsufficientStorage {
+            code: "quota_exceeded",
+            message: message.into(),
+        }
+    }
+
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         AppError::Internal(cause.to_string())
     }
@@ -153,6 +177,8 @@ impl AppError {
             AppError::Conflict { .. } => StatusCode::CONFLICT,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            AppError::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unavailable(_) | AppError::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -172,6 +198,8 @@ impl AppError {
             AppError::Conflict { code, .. } => code,
             AppError::PayloadTooLarge(_) => "payload_too_large",
             AppError::UnsupportedMediaType(_) => "unsupported_media_type",
+            AppError::RequestTimeout(_) => "request_timeout",
+            AppError::InsufficientStorage { code, .. } => code,
             AppError::RateLimited { .. } => "rate_limited",
             AppError::Unavailable(_) | AppError::Overloaded { .. } => "unavailable",
             AppError::Internal(_) => "internal",
@@ -248,7 +276,9 @@ impl warp::Reply for AppError {
             }
             // The rest of the body is not read: the connection cannot carry another
             // request, and a client that reused it would fail without a reason.
-            AppError::PayloadTooLarge(_) => {
+            AppError::PayloadTooLarge(_)
+            | AppError::RequestTimeout(_)
+            | AppError::InsufficientStorage { .. } => {
                 response.headers_mut().insert(
                     warp::http::header::CONNECTION,
                     warp::http::HeaderValue::from_static("close"),

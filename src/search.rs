@@ -9,29 +9,27 @@
 //!
 //! Languages written without spaces (Chinese, Japanese, Thai...) defeat the
 //! word index: its tokenizer (`unicode61`) takes a whole run of such characters
-//! as one "word", so `天气` is not found in `今天天气很好` (a prefix query only
-//! matches at the start of the run: 3,525 of the 34,042 messages containing 天气
-//! in the measurement below). Terms in those scripts are matched as substrings
-//! (`LIKE`) over the messages the caller can read, newest first.
-//!
-//! Why not a trigram index: measured on 1M messages (20% Chinese/Japanese,
-//! SQLite 3.40, the query exactly as [`find`] builds it), the substring scan
-//! takes 0.7 ms for a page of a common word (it stops after `limit` hits) and
-//! 0.3–0.7 s when a word is absent (every readable message is looked at;
-//! 0.15 s at 200k messages). A trigram FTS5 table answers in under 1 ms but
-//! doubles the database (194 MB of index for 97 MB of messages), slows every
-//! insert, and cannot match terms under three characters, which is most
-//! Chinese words (`天气`, `会议`): those would need the scan anyway. For a LAN
-//! server's message counts the scan alone is enough; if installations grow
-//! far past a million messages, a trigram table restricted to messages that
-//! contain such scripts is the upgrade path.
+//! as one "word", so `天气` is not found in `今天天气很好`. Those messages are
+//! also indexed in `messages_cjk` by character pairs ([`grams`]: every pair of
+//! neighbouring characters of a run, and the run's last character), the way
+//! search engines index these scripts: a term of two or more characters is
+//! found as the phrase of its pairs, a single character as a prefix. Pairs,
+//! not the trigram tokenizer, because most Chinese words have two characters,
+//! which a trigram index cannot find without a scan. The index only narrows
+//! the candidates (newest first, a page at a time); a `LIKE` on those checks
+//! the exact text, so a term mixing scripts (`rust入門`) is exact too.
+//! Measured at 1M messages, one in five Chinese (cold-path bench,
+//! docs/PERFORMANCE.md): 0.5–1.4 ms per search in those scripts, where the scan
+//! took 2–3 s on the same shared machine; the index adds ~19 % to the database.
+//! A search with both kinds of term is driven by the index with fewer matches
+//! (`choose_driver`), the other looked up by rowid.
 //!
 //! The index (`messages_fts`, external content over `messages`) is kept by the
 //! writer, off the commit path of a send: its background step ([`indexer`])
 //! indexes new messages up to a thousand at a time and records how far it got in
 //! `search_index_state.indexed_upto`. Messages up to that id are in the index
 //! with their current text (edits and deletes of those update it in their own
-//! transaction, [`is_indexed`]); later ones are not yet. A word search first has
+//! transaction, [`is_indexed`]); later ones are not yet. A search first has
 //! the writer catch up ([`needs_catch_up`]), so a message just sent is found.
 
 use std::collections::HashMap;
@@ -65,14 +63,20 @@ pub enum Term {
     Prefix(String),
     /// These words in this order (FTS5 phrase).
     Phrase(String),
-    /// Text in a script written without spaces: found as a substring.
+    /// Text in a script written without spaces: found as a substring, through
+    /// the character-pair index.
     Substring(String),
 }
 
-/// Adds a text message's body to the full-text index.
+/// Adds a text message's body to the full-text index (and to the
+/// character-pair index when it has characters of scripts without spaces).
 pub fn index_body(conn: &Connection, message_id: i64, body: &str) -> rusqlite::Result<()> {
     conn.prepare_cached("INSERT INTO messages_fts (rowid, body) VALUES (?1, ?2)")?
         .execute(rusqlite::params![message_id, body])?;
+    if let Some(grams) = grams(body) {
+        conn.prepare_cached("INSERT INTO messages_cjk (rowid, grams) VALUES (?1, ?2)")?
+            .execute(rusqlite::params![message_id, grams])?;
+    }
     Ok(())
 }
 
@@ -83,7 +87,102 @@ pub fn unindex_body(conn: &Connection, message_id: i64, body: &str) -> rusqlite:
         "INSERT INTO messages_fts (messages_fts, rowid, body) VALUES ('delete', ?1, ?2)",
     )?
     .execute(rusqlite::params![message_id, body])?;
+    if grams(body).is_some() {
+        conn.prepare_cached("DELETE FROM messages_cjk WHERE rowid = ?1")?
+            .execute([message_id])?;
+    }
     Ok(())
+}
+
+/// Indexes every message from scratch and moves the watermark to the newest:
+/// for tools that fill a database in bulk (the benchmark's seed).
+pub fn rebuild(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+         DELETE FROM messages_cjk;
+         INSERT INTO messages_cjk (rowid, grams)
+             SELECT id, lanchat_grams(body) FROM messages
+             WHERE kind = 'text' AND deleted_at IS NULL AND lanchat_grams(body) IS NOT NULL;
+         UPDATE search_index_state SET indexed_upto = COALESCE((SELECT MAX(id) FROM messages), 0);",
+    )
+}
+
+/// A character as one token of the pair index: its code point in 5 hex digits
+/// (every character [`is_unsegmented`] takes fits), so a pair is 10 digits and
+/// a 5-digit prefix names its first character exactly.
+fn gram_char(c: char, out: &mut String) {
+    use std::fmt::Write;
+    let _ = write!(out, "{:05x}", c as u32);
+}
+
+/// The runs of characters of scripts without spaces in `text`.
+fn unsegmented_runs(text: &str) -> impl Iterator<Item = Vec<char>> + '_ {
+    text.split(|c: char| !is_unsegmented(c))
+        .filter(|run| !run.is_empty())
+        .map(|run| run.chars().collect())
+}
+
+/// What `messages_cjk` indexes of a body: for each run of characters of scripts
+/// without spaces, every pair of neighbours and then the run's last character,
+/// as space-separated tokens. `None` when the body has no such character.
+pub fn grams(body: &str) -> Option<String> {
+    let mut out = String::new();
+    for run in unsegmented_runs(body) {
+        for pair in run.windows(2) {
+            gram_char(pair[0], &mut out);
+            gram_char(pair[1], &mut out);
+            out.push(' ');
+        }
+        if let Some(last) = run.last() {
+            gram_char(*last, &mut out);
+            out.push(' ');
+        }
+    }
+    (!out.is_empty()).then(|| out.trim_end().to_owned())
+}
+
+/// Registers `lanchat_grams(text)` ([`grams`]) on a connection, for the SQL
+/// that fills the pair index (a migration, [`rebuild`]).
+pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "lanchat_grams",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let body = ctx.get_raw(0).as_str().unwrap_or("");
+            Ok(grams(body))
+        },
+    )
+}
+
+/// The pair index's MATCH expression for the substring terms: each run of a
+/// term as the phrase of its pairs (a lone character: every pair starting with
+/// it, or the run's last). `None` when there are no such terms.
+pub fn gram_expression(terms: &[Term]) -> Option<String> {
+    let mut parts = Vec::new();
+    for term in terms {
+        let Term::Substring(text) = term else {
+            continue;
+        };
+        for run in unsegmented_runs(text) {
+            let mut tokens = String::new();
+            if let [only] = run.as_slice() {
+                gram_char(*only, &mut tokens);
+                parts.push(format!("\"{tokens}\"*"));
+                continue;
+            }
+            for pair in run.windows(2) {
+                if !tokens.is_empty() {
+                    tokens.push(' ');
+                }
+                gram_char(pair[0], &mut tokens);
+                gram_char(pair[1], &mut tokens);
+            }
+            parts.push(format!("\"{tokens}\""));
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join(" "))
 }
 
 /// The last message id the index has taken in.
@@ -137,7 +236,7 @@ pub fn indexer() -> crate::db::BackgroundStep {
 }
 
 /// Whether messages were committed that the index has not taken in yet (then a
-/// word search asks the writer to catch up first).
+/// search asks the writer to catch up first).
 pub fn needs_catch_up(conn: &Connection) -> rusqlite::Result<bool> {
     conn.prepare_cached(
         "SELECT COALESCE((SELECT MAX(id) FROM messages), 0) > indexed_upto
@@ -286,22 +385,131 @@ pub fn find(conn: &Connection, viewer: i64, query: &SearchQuery) -> AppResult<Ve
     if query.terms.is_empty() || query.limit == 0 {
         return Ok(Vec::new());
     }
+    let substrings = substrings(&query.terms);
+    let driver = choose_driver(conn, &query.terms)?;
+    let Some((sql, params)) = find_sql(viewer, query, &substrings, driver) else {
+        return Ok(Vec::new());
+    };
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(params), |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, Option<String>>(2)?,
+        ))
+    })?;
+    let mut hits = Vec::new();
+    for row in rows {
+        let (message_id, body, highlighted) = row?;
+        hits.push(Hit {
+            message_id,
+            snippet: snippet(&body, highlighted.as_deref(), &substrings),
+        });
+    }
+    Ok(hits)
+}
+
+/// Which index drives a search that has both words and terms in scripts
+/// without spaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Driver {
+    Words,
+    Pairs,
+}
+
+/// Up to this many matches are counted on each side to pick the driver.
+const DRIVER_PROBE: i64 = 2_000;
+
+/// The index with fewer matches drives (counted up to [`DRIVER_PROBE`], a few
+/// milliseconds at most): `天气 report` is read from the few messages with
+/// `天气`, not from every report. Words by default (their highlights).
+fn choose_driver(conn: &Connection, terms: &[Term]) -> rusqlite::Result<Driver> {
+    let (Some(words), Some(grams)) = (fts_expression(terms), gram_expression(terms)) else {
+        return Ok(Driver::Words);
+    };
+    let count = |table: &str, expression: String| -> rusqlite::Result<i64> {
+        conn.prepare_cached(&format!(
+            "SELECT count(*) FROM (SELECT rowid FROM {table} WHERE {table} MATCH ?1 LIMIT ?2)"
+        ))?
+        .query_row(rusqlite::params![expression, DRIVER_PROBE], |row| {
+            row.get(0)
+        })
+    };
+    let pairs = count("messages_cjk", grams)?;
+    if pairs >= DRIVER_PROBE {
+        return Ok(Driver::Words);
+    }
+    Ok(if pairs < count("messages_fts", words)? {
+        Driver::Pairs
+    } else {
+        Driver::Words
+    })
+}
+
+/// The texts of the substring terms.
+fn substrings(terms: &[Term]) -> Vec<String> {
+    terms
+        .iter()
+        .filter_map(|term| match term {
+            Term::Substring(text) => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The statement [`find`] runs, and its parameters.
+fn find_sql(
+    viewer: i64,
+    query: &SearchQuery,
+    substrings: &[String],
+    driver: Driver,
+) -> Option<(String, Vec<Value>)> {
     let mut params: Vec<Value> = Vec::new();
     let mut sql = String::new();
-    let (id_column, order) = match fts_expression(&query.terms) {
-        Some(expression) => {
+    // One index drives the query, newest first, and the other (if the query has
+    // both kinds of term) is looked up for each of its rows: never a scan of the
+    // messages.
+    let (id_column, order) = match (fts_expression(&query.terms), gram_expression(&query.terms)) {
+        (Some(words), Some(grams)) => {
+            let (first, second) = match driver {
+                Driver::Words => ("messages_fts", "messages_cjk"),
+                Driver::Pairs => ("messages_cjk", "messages_fts"),
+            };
+            // CROSS JOIN fixes the order: the message's own checks (readable,
+            // the exact text) come before the second index is looked up, which
+            // stays in the join for the word highlights either way.
+            sql.push_str(&format!(
+                "SELECT m.id, m.body, highlight(messages_fts, 0, char(1), char(2))
+                 FROM {first} CROSS JOIN messages m CROSS JOIN {second}
+                 WHERE messages_fts MATCH ? AND messages_cjk MATCH ?
+                   AND m.id = {first}.rowid AND {second}.rowid = {first}.rowid"
+            ));
+            params.push(Value::Text(words));
+            params.push(Value::Text(grams));
+            match driver {
+                Driver::Words => ("messages_fts.rowid", "ORDER BY messages_fts.rowid DESC"),
+                Driver::Pairs => ("messages_cjk.rowid", "ORDER BY messages_cjk.rowid DESC"),
+            }
+        }
+        (Some(words), None) => {
             sql.push_str(
                 "SELECT m.id, m.body, highlight(messages_fts, 0, char(1), char(2))
                  FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid
                  WHERE messages_fts MATCH ?",
             );
-            params.push(Value::Text(expression));
+            params.push(Value::Text(words));
             ("messages_fts.rowid", "ORDER BY messages_fts.rowid DESC")
         }
-        None => {
-            sql.push_str("SELECT m.id, m.body, NULL FROM messages m WHERE 1");
-            ("m.id", "ORDER BY m.id DESC")
+        (None, Some(grams)) => {
+            sql.push_str(
+                "SELECT m.id, m.body, NULL
+                 FROM messages_cjk JOIN messages m ON m.id = messages_cjk.rowid
+                 WHERE messages_cjk MATCH ?",
+            );
+            params.push(Value::Text(grams));
+            ("messages_cjk.rowid", "ORDER BY messages_cjk.rowid DESC")
         }
+        (None, None) => return None,
     };
     sql.push_str(
         " AND m.kind = 'text' AND m.deleted_at IS NULL
@@ -324,15 +532,8 @@ pub fn find(conn: &Connection, viewer: i64, query: &SearchQuery) -> AppResult<Ve
         sql.push_str(" AND m.sender_id = ?");
         params.push(Value::Integer(from));
     }
-    let substrings: Vec<String> = query
-        .terms
-        .iter()
-        .filter_map(|term| match term {
-            Term::Substring(text) => Some(text.clone()),
-            _ => None,
-        })
-        .collect();
-    for text in &substrings {
+    // The index finds candidates; the exact text is checked on those only.
+    for text in substrings {
         sql.push_str(" AND m.body LIKE ? ESCAPE '\\'");
         params.push(Value::Text(like_pattern(text)));
     }
@@ -340,24 +541,7 @@ pub fn find(conn: &Connection, viewer: i64, query: &SearchQuery) -> AppResult<Ve
     sql.push_str(order);
     sql.push_str(" LIMIT ?");
     params.push(Value::Integer(query.limit as i64));
-
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(params), |row| {
-        Ok((
-            row.get::<_, i64>(0)?,
-            row.get::<_, String>(1)?,
-            row.get::<_, Option<String>>(2)?,
-        ))
-    })?;
-    let mut hits = Vec::new();
-    for row in rows {
-        let (message_id, body, highlighted) = row?;
-        hits.push(Hit {
-            message_id,
-            snippet: snippet(&body, highlighted.as_deref(), &substrings),
-        });
-    }
-    Ok(hits)
+    Some((sql, params))
 }
 
 /// The contract's search result item.
@@ -868,6 +1052,158 @@ mod tests {
             hits[0].snippet,
             "今天<mark>天气</mark>很好，我们一起去吃饭吧"
         );
+    }
+
+    #[test]
+    fn pairs_of_characters_are_indexed() {
+        assert_eq!(grams("hello world"), None);
+        // 天 5929, 气 6c14, 好 597d: the pairs of a run, then its last character.
+        assert_eq!(
+            grams("天气 ok 好").as_deref(),
+            Some("0592906c14 06c14 0597d")
+        );
+        let terms = parse_query("天气 好 \"天 气\"").expect("q");
+        assert_eq!(
+            gram_expression(&terms).as_deref(),
+            Some("\"0592906c14\" \"0597d\"* \"05929\"* \"06c14\"*")
+        );
+        assert_eq!(gram_expression(&parse_query("plain").expect("q")), None);
+    }
+
+    #[test]
+    fn single_characters_thai_and_run_boundaries() {
+        let conn = fixture();
+        let zh = post(&conn, 1, 1, "今天天气很好");
+        let split = post(&conn, 1, 1, "天 气 apart");
+        let th = post(&conn, 1, 2, "ประชุมพรุ่งนี้");
+        assert_eq!(ids(&conn, 1, "好"), vec![zh]);
+        assert_eq!(ids(&conn, 1, "天"), vec![split, zh]);
+        assert_eq!(ids(&conn, 1, "天气"), vec![zh], "not across a space");
+        assert_eq!(ids(&conn, 1, "气 apart"), vec![split]);
+        assert_eq!(ids(&conn, 1, "พรุ่งนี้"), vec![th]);
+        assert!(ids(&conn, 1, "鳄鱼").is_empty());
+    }
+
+    #[test]
+    fn edits_and_deletes_leave_the_pair_index() {
+        let conn = fixture();
+        let edited = post(&conn, 1, 1, "会议取消");
+        let deleted = post(&conn, 1, 1, "会议改期");
+        unindex_body(&conn, edited, "会议取消").expect("unindex");
+        index_body(&conn, edited, "meeting cancelled").expect("index");
+        unindex_body(&conn, deleted, "会议改期").expect("unindex");
+        assert!(ids(&conn, 1, "会议").is_empty());
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM messages_cjk", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(rows, 0);
+    }
+
+    #[test]
+    fn the_pair_index_takes_in_what_was_indexed_before_it_existed() {
+        use crate::db::migrations::{embedded, migrate_with};
+        let all = embedded().expect("migrations");
+        let before: Vec<_> = all.iter().filter(|m| m.version < 5).cloned().collect();
+        let mut conn = Connection::open_in_memory().expect("db");
+        migrate_with(&mut conn, &before).expect("migrate to 4");
+        conn.execute_batch(
+            "INSERT INTO users (id, username, password_hash, created_at) VALUES (1, 'alice', 'x', 0);
+             INSERT INTO conversations (id, kind, title, created_at, last_activity_at)
+                 VALUES (1, 'group', 'g', 0, 0);
+             INSERT INTO members (conversation_id, user_id, joined_at) VALUES (1, 1, 0);
+             INSERT INTO messages (id, conversation_id, sender_id, body, created_at)
+                 VALUES (1, 1, 1, '今天天气很好', 0), (2, 1, 1, '明天天气', 0);
+             INSERT INTO messages (id, conversation_id, sender_id, body, created_at, deleted_at)
+                 VALUES (3, 1, 1, '', 0, 1);
+             INSERT INTO messages (id, conversation_id, sender_id, body, created_at)
+                 VALUES (4, 1, 1, '天气 not yet indexed', 0);
+             INSERT INTO messages_fts (rowid, body) VALUES (1, '今天天气很好'), (2, '明天天气');
+             UPDATE search_index_state SET indexed_upto = 3;",
+        )
+        .expect("old data");
+        migrate_with(&mut conn, &all).expect("migrate");
+        assert_eq!(ids(&conn, 1, "天气"), vec![2, 1]);
+        // Past the watermark: the indexer's next step, as for words.
+        assert!(!index_pending(&conn, 10).expect("step"));
+        assert_eq!(ids(&conn, 1, "天气"), vec![4, 2, 1]);
+    }
+
+    #[test]
+    fn searches_in_scripts_without_spaces_do_not_scan() {
+        let conn = fixture();
+        for q in ["天气", "天", "天气 hello", "rust入門"] {
+            let query = SearchQuery {
+                terms: parse_query(q).expect("q"),
+                conversation_id: None,
+                from: None,
+                before: None,
+                limit: 10,
+            };
+            for driver in [Driver::Words, Driver::Pairs] {
+                let (sql, params) =
+                    find_sql(1, &query, &substrings(&query.terms), driver).expect("sql");
+                let plan: Vec<String> = conn
+                    .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .expect("plan")
+                    .query_map(rusqlite::params_from_iter(params), |r| {
+                        r.get::<_, String>(3)
+                    })
+                    .expect("rows")
+                    .collect::<Result<_, _>>()
+                    .expect("collect");
+                // The second index of a mixed search is looked up by rowid (FTS5's
+                // plan `=M`), not searched whole for each row.
+                assert!(
+                    plan.iter()
+                        .skip(1)
+                        .filter(|p| p.starts_with("SCAN"))
+                        .all(|p| p.contains(":=M")),
+                    "{q}: {plan:?}"
+                );
+                assert!(plan[0].contains("VIRTUAL TABLE"), "{q}: {plan:?}");
+                assert!(
+                    plan.iter()
+                        .filter(|p| p.starts_with("SCAN"))
+                        .all(|p| p.contains("VIRTUAL TABLE")),
+                    "{q}: {plan:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_rarer_side_of_a_mixed_search_drives_it() {
+        let conn = fixture();
+        let mut reports = Vec::new();
+        for i in 0..30 {
+            reports.push(post(&conn, 1, 1, &format!("weekly report {i}")));
+        }
+        let both = post(&conn, 1, 2, "天气 report");
+        let terms = parse_query("天气 report").expect("q");
+        assert_eq!(choose_driver(&conn, &terms).expect("driver"), Driver::Pairs);
+        assert_eq!(ids(&conn, 1, "天气 report"), vec![both]);
+        assert_eq!(ids(&conn, 1, "report 天气"), vec![both]);
+        // Highlights from the word index either way.
+        let hits = find(
+            &conn,
+            1,
+            &SearchQuery {
+                terms,
+                conversation_id: None,
+                from: None,
+                before: None,
+                limit: 5,
+            },
+        )
+        .expect("find");
+        assert_eq!(hits[0].snippet, "<mark>天气</mark> <mark>report</mark>");
+        for _ in 0..3 {
+            post(&conn, 1, 1, "天气 天气");
+        }
+        let terms = parse_query("天气 zebra").expect("q");
+        post(&conn, 1, 1, "zebra");
+        assert_eq!(choose_driver(&conn, &terms).expect("driver"), Driver::Words);
+        assert!(ids(&conn, 1, "天气 zebra").is_empty());
     }
 
     #[test]

@@ -71,8 +71,10 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
     )?;
     let metrics = Metrics::new(hub.clone(), db.writer.stats.clone());
     crate::backup::remove_stale_temp_files(&data_dir.root);
+    let transfers = crate::transfers::Transfers::new(&config.limits);
     let state = Arc::new(AppState {
         data_dir: data_dir.root.clone(),
+        transfers,
         config,
         db,
         auth,

@@ -1,5 +1,5 @@
 //! Server settings an admin can change at run time (registration mode, server
-//! name, the attachment size limit), stored in the `settings` table and cached in
+//! name, the attachment size limit, the per-user attachment quota), stored in the `settings` table and cached in
 //! memory.
 //!
 //! Only the values an admin changed are stored (as a JSON object of overrides);
@@ -30,6 +30,9 @@ pub struct ServerSettings {
     pub server_name: String,
     /// Largest attachment upload, in bytes (default `limits.max_attachment_bytes`).
     pub max_attachment_bytes: u64,
+    /// Bytes of attachments one user may have stored, 0 for no quota (default
+    /// `limits.attachment_quota_bytes`).
+    pub attachment_quota_bytes: u64,
 }
 
 pub const SERVER_NAME_MAX: usize = 64;
@@ -45,6 +48,8 @@ pub struct Overrides {
     pub server_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attachment_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment_quota_bytes: Option<u64>,
 }
 
 /// A change requested by an admin: absent fields stay, `Some(None)` goes back to
@@ -54,6 +59,7 @@ pub struct SettingsPatch {
     pub registration: Option<Option<Registration>>,
     pub server_name: Option<Option<String>>,
     pub max_attachment_bytes: Option<Option<u64>>,
+    pub attachment_quota_bytes: Option<Option<u64>>,
 }
 
 const KEY: &str = "server";
@@ -69,6 +75,7 @@ impl ServerSettings {
             registration,
             server_name: config.server.name.clone(),
             max_attachment_bytes: config.limits.max_attachment_bytes,
+            attachment_quota_bytes: config.limits.attachment_quota_bytes,
         }
     }
 
@@ -82,6 +89,9 @@ impl ServerSettings {
             max_attachment_bytes: overrides
                 .max_attachment_bytes
                 .unwrap_or(defaults.max_attachment_bytes),
+            attachment_quota_bytes: overrides
+                .attachment_quota_bytes
+                .unwrap_or(defaults.attachment_quota_bytes),
         }
     }
 }
@@ -111,6 +121,19 @@ pub fn validate_max_attachment_bytes(value: u64) -> AppResult<u64> {
         return Err(AppError::validation(
             "max_attachment_bytes",
             format!("must be between {MIN_ATTACHMENT_BYTES} and {MAX_ATTACHMENT_BYTES} bytes"),
+        ));
+    }
+    Ok(value)
+}
+
+/// A user's attachment quota: 0 (none) or at least one attachment's minimum.
+pub fn validate_attachment_quota_bytes(value: u64) -> AppResult<u64> {
+    if value != 0 && !(MIN_ATTACHMENT_BYTES..=MAX_ATTACHMENT_BYTES).contains(&value) {
+        return Err(AppError::validation(
+            "attachment_quota_bytes",
+            format!(
+                "must be 0 (no quota) or between {MIN_ATTACHMENT_BYTES} and {MAX_ATTACHMENT_BYTES} bytes"
+            ),
         ));
     }
     Ok(value)
@@ -199,6 +222,9 @@ pub fn apply_patch(ctx: &mut WriteCtx<'_>, patch: &SettingsPatch) -> AppResult<O
     if let Some(value) = &patch.max_attachment_bytes {
         overrides.max_attachment_bytes = *value;
     }
+    if let Some(value) = &patch.attachment_quota_bytes {
+        overrides.attachment_quota_bytes = *value;
+    }
     save(ctx, &overrides)?;
     Ok(overrides)
 }
@@ -243,5 +269,8 @@ mod tests {
         assert!(validate_server_name("a\nb").is_err());
         assert!(validate_max_attachment_bytes(10).is_err());
         assert!(validate_max_attachment_bytes(1 << 20).is_ok());
+        assert!(validate_attachment_quota_bytes(0).is_ok());
+        assert!(validate_attachment_quota_bytes(10).is_err());
+        assert!(validate_attachment_quota_bytes(1 << 30).is_ok());
     }
 }

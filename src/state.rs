@@ -10,6 +10,7 @@ use crate::db::Db;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::settings::SettingsStore;
+use crate::transfers::Transfers;
 
 pub struct AppState {
     pub config: Config,
@@ -20,6 +21,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub data_dir: PathBuf,
     pub started_at: Instant,
+    /// Uploads and exports in progress, per user.
+    pub transfers: Transfers,
 }
 
 pub type SharedState = Arc<AppState>;

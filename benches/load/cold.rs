@@ -6,7 +6,9 @@
 //! DMs between other users; `messages` messages, 30 % of them in the first group
 //! (the deep history), the rest spread evenly, ids interleaved over time (30 s
 //! apart, ending now); bodies of 4–20 words drawn Zipf-like from a vocabulary of
-//! office words and ~8,000 made-up ones. The event log holds the newest 10,000
+//! office words and ~8,000 made-up ones, and one message in five in Chinese or
+//! Japanese: 4–20 words run together without spaces, drawn Zipf-like from
+//! common office words and ~2,500 made-up two-character ones. The event log holds the newest 10,000
 //! `message.created` events, as a server that prunes to its default retention
 //! would. The read pointers leave a few unread messages per conversation.
 
@@ -28,6 +30,46 @@ const COMMON: &[&str] = &[
     "status", "call", "team", "office", "invoice", "draft", "slides", "server", "backup",
     "holiday", "question", "answer",
 ];
+/// Office words in Chinese and Japanese, for the messages written without spaces.
+const COMMON_CJK: &[&str] = &[
+    "会议",
+    "报告",
+    "午饭",
+    "项目",
+    "截止",
+    "审核",
+    "请",
+    "谢谢",
+    "更新",
+    "咖啡",
+    "打印机",
+    "预算",
+    "客户",
+    "日程",
+    "今天",
+    "明天",
+    "状态",
+    "电话",
+    "团队",
+    "办公室",
+    "发票",
+    "草稿",
+    "幻灯片",
+    "服务器",
+    "备份",
+    "假期",
+    "问题",
+    "答案",
+    "会議",
+    "確認",
+    "プロジェクト",
+    "お疲れ様です",
+];
+/// Characters the made-up words are built from (pairs of them). None of the
+/// characters of [`ABSENT_CJK`] is among them.
+const HAN: &str = "的一是不了人我在有他这中大来上个国到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可里后小么心多天而能好都然没日于起还发成事只作当想看文无开手十用主行方又如前所本见经头面公同三已老从动两长知民样现分将外但身些与高意进把法此实回二理美点月明其种声全工己话";
+/// A word no seeded message contains: the search that reads the most.
+const ABSENT_CJK: &str = "鳄鱼";
 const SYLLABLES: &[&str] = &[
     "ka", "lo", "mi", "ne", "ru", "ta", "shi", "po", "ve", "da", "gor", "bel", "tin", "sa", "qu",
     "ze", "fa", "jo", "wi", "xu",
@@ -64,6 +106,19 @@ pub fn vocabulary() -> Vec<String> {
     words
 }
 
+/// The Chinese and Japanese vocabulary: [`COMMON_CJK`], then every pair of
+/// [`HAN`] characters.
+pub fn cjk_vocabulary() -> Vec<String> {
+    let mut words: Vec<String> = COMMON_CJK.iter().map(|w| w.to_string()).collect();
+    let chars: Vec<char> = HAN.chars().collect();
+    for a in &chars {
+        for b in &chars {
+            words.push(format!("{a}{b}"));
+        }
+    }
+    words
+}
+
 /// A word index, log-uniform (Zipf with s = 1): rank r has probability ∝ 1/r.
 fn zipf(rng: &mut Rng, n: usize) -> usize {
     let index = (n as f64).powf(rng.unit()) as usize;
@@ -85,6 +140,8 @@ pub struct Seeded {
     pub middle_before: i64,
     pub rare_word: String,
     pub mid_word: String,
+    pub cjk_mid_word: String,
+    pub cjk_rare_word: String,
     pub seed_secs: f64,
     pub database_mib: f64,
 }
@@ -102,6 +159,7 @@ pub fn seed(data_dir: &Path, messages: usize, my_conversations: usize) -> Res<Se
         .map_err(e)?;
 
     let words = vocabulary();
+    let cjk_words = cjk_vocabulary();
     let mut rng = Rng::new(0x5eed);
     let hash = lanchat::auth::password::hash(PASSWORD)?;
     let now = lanchat::db::now_ms();
@@ -211,11 +269,21 @@ pub fn seed(data_dir: &Path, messages: usize, my_conversations: usize) -> Res<Se
                 let list = &members[conversation];
                 let sender = list[rng.below(list.len())];
                 body.clear();
-                for w in 0..4 + rng.below(17) {
-                    if w > 0 {
-                        body.push(' ');
+                if rng.unit() < 0.2 {
+                    for w in 0..4 + rng.below(17) {
+                        if w > 0 && w % 6 == 0 {
+                            body.push('，');
+                        }
+                        body.push_str(&cjk_words[zipf(&mut rng, cjk_words.len())]);
                     }
-                    body.push_str(&words[zipf(&mut rng, words.len())]);
+                    body.push('。');
+                } else {
+                    for w in 0..4 + rng.below(17) {
+                        if w > 0 {
+                            body.push(' ');
+                        }
+                        body.push_str(&words[zipf(&mut rng, words.len())]);
+                    }
                 }
                 let at = start_ms + i as i64 * 30_000;
                 insert
@@ -251,11 +319,7 @@ pub fn seed(data_dir: &Path, messages: usize, my_conversations: usize) -> Res<Se
     // The server indexes messages up to a thousand at a time; for a bulk seed, one
     // rebuild from the messages table is much faster. The watermark tells the
     // server all of them are in.
-    conn.execute_batch(
-        "INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
-         UPDATE search_index_state SET indexed_upto = (SELECT MAX(id) FROM messages);",
-    )
-    .map_err(e)?;
+    lanchat::search::rebuild(&conn).map_err(e)?;
 
     // Last activity, and read pointers: the measured user has up to 5 unread
     // messages per conversation, everyone else has read everything.
@@ -300,6 +364,8 @@ pub fn seed(data_dir: &Path, messages: usize, my_conversations: usize) -> Res<Se
         middle_before: at(0.5),
         rare_word: words[words.len() - 10].clone(),
         mid_word: words[COMMON.len() + 40].clone(),
+        cjk_mid_word: cjk_words[COMMON_CJK.len() + 40].clone(),
+        cjk_rare_word: cjk_words[cjk_words.len() - 10].clone(),
         seed_secs: started.elapsed().as_secs_f64(),
         database_mib: bytes as f64 / 1048576.0,
     })
@@ -321,6 +387,8 @@ pub struct Timed {
 #[derive(Debug, Clone, Serialize)]
 pub struct Cold {
     pub seeded: Seeded,
+    /// How many search queries were meant to run (some may have failed).
+    pub search_queries: usize,
     pub startups_ms: Vec<f64>,
     pub startup_median_ms: f64,
     pub history: Vec<Timed>,
@@ -350,7 +418,7 @@ fn encode(q: &str) -> String {
 }
 
 /// Bump when the seeded world changes, so cached databases are not reused.
-const SEED_VERSION: u32 = 1;
+const SEED_VERSION: u32 = 2;
 
 /// The cache file for a seeded database: keyed by the sizes, the seed version and
 /// the embedded migrations' checksums (a schema change means a new seed).
@@ -450,6 +518,24 @@ pub async fn run(
 
     let api = Api::new(server.addr);
     let mut errors = Vec::new();
+    let searches = [
+        ("search: frequent word", "meeting".to_owned()),
+        ("search: mid word", seeded.mid_word.clone()),
+        ("search: rare word", seeded.rare_word.clone()),
+        ("search: prefix", "proj".to_owned()),
+        ("search: two words", format!("budget {}", seeded.mid_word)),
+        ("search: phrase", "\"status update\"".to_owned()),
+        ("search: CJK frequent word", "会议".to_owned()),
+        ("search: CJK mid word", seeded.cjk_mid_word.clone()),
+        ("search: CJK rare word", seeded.cjk_rare_word.clone()),
+        ("search: CJK absent word", ABSENT_CJK.to_owned()),
+        ("search: CJK one character", "会".to_owned()),
+        (
+            "search: CJK and a word",
+            format!("会议 {}", seeded.mid_word),
+        ),
+    ];
+    let search_queries = searches.len();
     let outcome = async {
         let me = api.login(ME, PASSWORD).await?;
         let token = me.token.as_str();
@@ -496,14 +582,7 @@ pub async fn run(
             }
         };
         let mut search = Vec::new();
-        for (name, q) in [
-            ("search: frequent word", "meeting".to_owned()),
-            ("search: mid word", seeded.mid_word.clone()),
-            ("search: rare word", seeded.rare_word.clone()),
-            ("search: prefix", "proj".to_owned()),
-            ("search: two words", format!("budget {}", seeded.mid_word)),
-            ("search: phrase", "\"status update\"".to_owned()),
-        ] {
+        for (name, q) in searches {
             match time_get(&api, token, name, format!("/search?q={}", encode(&q)), 30).await {
                 Ok(timed) => search.push(timed),
                 Err(err) => errors.push(err),
@@ -523,6 +602,7 @@ pub async fn run(
     };
     Ok(Cold {
         seeded,
+        search_queries,
         startups_ms,
         startup_median_ms,
         history,

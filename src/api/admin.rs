@@ -162,13 +162,30 @@ async fn list_users(state: SharedState, _admin: AuthUser, query: ListQuery) -> A
     } else {
         None
     };
-    let items: Vec<User> = records
+    let ids: Vec<i64> = records.iter().map(|record| record.id).collect();
+    let mut stored = state
+        .db
+        .read(move |conn| crate::attachments::stored_bytes_of(conn, &ids))
+        .await?;
+    let items: Vec<AdminUser> = records
         .into_iter()
-        .map(|record| with_presence(&state, record))
+        .map(|record| AdminUser {
+            attachment_bytes: stored.remove(&record.id).unwrap_or(0),
+            user: with_presence(&state, record),
+        })
         .collect();
     Ok(ok(
         &serde_json::json!({ "items": items, "next_cursor": next_cursor }),
     ))
+}
+
+/// A User as admins see it in the list: with the bytes of attachments the user
+/// has stored (what `attachment_quota_bytes` limits).
+#[derive(Debug, serde::Serialize)]
+struct AdminUser {
+    #[serde(flatten)]
+    user: User,
+    attachment_bytes: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -276,6 +293,8 @@ struct PatchSettings {
     server_name: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     max_attachment_bytes: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    attachment_quota_bytes: Option<Option<u64>>,
 }
 
 impl PatchSettings {
@@ -301,10 +320,19 @@ impl PatchSettings {
                     .transpose()
             })
             .transpose()?;
+        let attachment_quota_bytes = self
+            .attachment_quota_bytes
+            .map(|value| {
+                value
+                    .map(settings::validate_attachment_quota_bytes)
+                    .transpose()
+            })
+            .transpose()?;
         Ok(SettingsPatch {
             registration,
             server_name,
             max_attachment_bytes,
+            attachment_quota_bytes,
         })
     }
 }
@@ -399,6 +427,7 @@ async fn delete_invite(code: String, state: SharedState, _admin: AuthUser) -> Ap
 
 async fn stats(state: SharedState, _admin: AuthUser) -> AppResult<Response> {
     let counts = state.db.read(admin::db_stats).await?;
+    let disk = crate::disk::space(&state.data_dir, state.config.limits.min_free_disk_bytes).await;
     Ok(ok(&serde_json::json!({
         "users": counts.users,
         "online_users": state.hub.online_users(),
@@ -406,6 +435,8 @@ async fn stats(state: SharedState, _admin: AuthUser) -> AppResult<Response> {
         "messages": counts.messages,
         "database_bytes": counts.database_bytes,
         "attachment_bytes": counts.attachment_bytes,
+        "disk_free_bytes": disk.map(|disk| disk.available),
+        "disk_reserve_bytes": state.config.limits.min_free_disk_bytes,
     })))
 }
 

@@ -9,14 +9,15 @@ use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use warp::filters::BoxedFilter;
-use warp::filters::multipart::FormData;
+use warp::filters::multipart::{FormData, Part};
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use super::{authenticated, bearer_token, json, query, respond, with_state};
 use crate::attachments::media::{self, Disposition};
-use crate::attachments::store::{self, THUMB_MAX};
+use crate::attachments::rate::{MinRate, RateWatch};
+use crate::attachments::store::{self, NoThumbnail, THUMB_MAX};
 use crate::attachments::{self, Attachment, FILES_LOCK, Received};
 use crate::auth::AuthUser;
 use crate::error::{AppError, AppResult};
@@ -31,8 +32,9 @@ const OTHER_FIELDS_MAX: usize = 64 * 1024;
 /// past it the connection is closed.
 const DRAIN_MAX: usize = 16 * 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(10);
-/// Previews decode whole images: at most this many at once.
-static THUMBNAILS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+/// Previews decode whole images (up to `limits.thumbnail_max_pixels`): one at a
+/// time, so that a few large images cannot take the server's memory together.
+static THUMBNAILS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
     let upload = warp::path!("attachments")
@@ -80,38 +82,60 @@ async fn upload(
     content_length: Option<u64>,
     mut form: FormData,
 ) -> AppResult<Response> {
-    // The limit in force: an admin may have changed it since start-up.
-    let limit = state.settings.get().max_attachment_bytes;
-    if content_length.is_some_and(|declared| declared > limit.saturating_add(MULTIPART_OVERHEAD)) {
+    let refuse = |mut form: FormData, err: AppError| async move {
         drain(
             &mut form,
             &mut futures_util::stream::empty::<Result<bytes::Bytes, warp::Error>>(),
         )
         .await;
-        return Err(too_large(limit));
+        Err(err)
+    };
+    // Held until the upload is stored or refused.
+    let _slot = match state.transfers.uploads.take(caller.user_id) {
+        Ok(slot) => slot,
+        Err(err) => return refuse(form, err).await,
+    };
+    let room = match room_for_upload(&state, caller.user_id).await {
+        Ok(room) => room,
+        Err(err) => return refuse(form, err).await,
+    };
+    if content_length
+        .is_some_and(|declared| declared > room.limit().saturating_add(MULTIPART_OVERHEAD))
+    {
+        return refuse(form, room.refusal()).await;
     }
     let files = store::files_dir(&state.data_dir);
+    let rate = MinRate::per_second(
+        state.config.limits.upload_min_bytes_per_sec,
+        state.config.limits.upload_rate_window_secs,
+    );
     let mut received = None;
     let mut other_bytes = 0usize;
-    while let Some(part) = form.next().await {
-        let part = part.map_err(malformed)?;
+    while let Some(part) = next_part(&mut form, rate).await? {
         if part.name() == "file" && received.is_none() {
             let name = media::sanitize_filename(part.filename());
             let claimed = part.content_type().map(str::to_owned);
             let mut body = std::pin::pin!(part.stream());
-            match attachments::receive(&files, &mut body, limit).await? {
+            match attachments::receive(&files, &mut body, room.limit(), rate).await? {
                 Received::Complete(temp, written) => {
                     received = Some((name, claimed, temp, written))
                 }
                 Received::TooLarge => {
                     drain(&mut form, &mut body).await;
-                    return Err(too_large(limit));
+                    return Err(room.refusal());
                 }
             }
         } else {
             let mut body = std::pin::pin!(part.stream());
-            while let Some(chunk) = body.next().await {
-                other_bytes += chunk.map_err(malformed)?.remaining();
+            let mut watch = RateWatch::start(rate);
+            while let Some(chunk) = watch
+                .next(&mut body)
+                .await
+                .map_err(|_| attachments::stalled(rate))?
+            {
+                let size = chunk.map_err(malformed)?.remaining();
+                watch.received(size);
+                other_bytes += size;
                 if other_bytes > OTHER_FIELDS_MAX {
                     drain(&mut form, &mut body).await;
                     return Err(AppError::PayloadTooLarge(
@@ -127,9 +151,106 @@ async fn upload(
             "a multipart field named `file` holding the file is required",
         )
     })?;
-    let attachment =
-        attachments::store_upload(&state, caller.user_id, name, claimed, temp, written).await?;
+    let attachment = attachments::store_upload(
+        &state,
+        caller.user_id,
+        name,
+        claimed,
+        temp,
+        written,
+        room.quota,
+    )
+    .await?;
     Ok(json(StatusCode::CREATED, &attachment))
+}
+
+/// The form's next part; 408 when its headers take longer than a window of the
+/// minimum rate.
+async fn next_part(form: &mut FormData, rate: MinRate) -> AppResult<Option<Part>> {
+    let next = form.next();
+    let part = if rate.enabled() {
+        tokio::time::timeout(rate.window, next)
+            .await
+            .map_err(|_| attachments::stalled(rate))?
+    } else {
+        next.await
+    };
+    part.transpose().map_err(malformed)
+}
+
+/// How much one upload may bring: the smallest of the attachment size limit,
+/// what is left of the user's quota, and the disk's free space above the
+/// reserve. Which one binds decides the answer to an upload past it.
+#[derive(Debug, Clone, Copy)]
+struct Room {
+    max_attachment: u64,
+    /// 0: no quota.
+    quota: u64,
+    used: u64,
+    /// Free space above the reserve; `None` when the system cannot tell.
+    disk: Option<u64>,
+}
+
+impl Room {
+    fn quota_left(&self) -> u64 {
+        if self.quota == 0 {
+            u64::MAX
+        } else {
+            self.quota.saturating_sub(self.used)
+        }
+    }
+
+    fn limit(&self) -> u64 {
+        self.max_attachment
+            .min(self.quota_left())
+            .min(self.disk.unwrap_or(u64::MAX))
+    }
+
+    /// The error for an upload past [`Room::limit`].
+    fn refusal(&self) -> AppError {
+        let limit = self.limit();
+        if limit == self.max_attachment {
+            too_large(limit)
+        } else if Some(limit) == self.disk {
+            low_disk()
+        } else {
+            attachments::over_quota(self.used, self.quota)
+        }
+    }
+}
+
+fn low_disk() -> AppError {
+    AppError::insufficient_storage(
+        "the server is low on disk space and takes no uploads for now; messages still work",
+    )
+}
+
+/// The room this user's next upload has; 507 when there is none (the disk is
+/// below its reserve, or the quota is used up).
+async fn room_for_upload(state: &SharedState, user_id: i64) -> AppResult<Room> {
+    let settings = state.settings.get();
+    let disk = crate::disk::space(&state.data_dir, state.config.limits.min_free_disk_bytes).await;
+    if disk.is_some_and(|disk| disk.is_low()) {
+        return Err(low_disk());
+    }
+    let quota = settings.attachment_quota_bytes;
+    let used = if quota > 0 {
+        state
+            .db
+            .read(move |conn| attachments::stored_bytes(conn, user_id))
+            .await?
+    } else {
+        0
+    };
+    if quota > 0 && used >= quota {
+        return Err(attachments::over_quota(used, quota));
+    }
+    Ok(Room {
+        max_attachment: settings.max_attachment_bytes,
+        quota,
+        used,
+        disk: disk.map(|disk| disk.room()),
+    })
 }
 
 /// Reads and drops what is left of a refused body (the rest of the current part
@@ -223,7 +344,7 @@ async fn download(
         .ok_or_else(not_found)?;
     let files = store::files_dir(&state.data_dir);
     let variant = if thumb {
-        preview(files, attachment).await?
+        preview(files, attachment, state.config.limits.thumbnail_max_pixels).await?
     } else {
         Variant::original(&files, attachment)?
     };
@@ -256,8 +377,9 @@ impl Variant {
 
 /// The preview of an image: a JPEG of at most [`THUMB_MAX`] px made (once, then
 /// cached) on a blocking thread. Anything with no preview (not an image, already
-/// small, or an image that cannot be decoded) is served as itself.
-async fn preview(files: PathBuf, attachment: Attachment) -> AppResult<Variant> {
+/// small, over `max_pixels`, or an image that cannot be decoded) is served as
+/// itself.
+async fn preview(files: PathBuf, attachment: Attachment, max_pixels: u64) -> AppResult<Variant> {
     let small = match (attachment.width, attachment.height) {
         (Some(w), Some(h)) => w <= i64::from(THUMB_MAX) && h <= i64::from(THUMB_MAX),
         _ => true,
@@ -265,24 +387,34 @@ async fn preview(files: PathBuf, attachment: Attachment) -> AppResult<Variant> {
     if !media::is_previewable_image(&attachment.mime) || small {
         return Variant::original(&files, attachment);
     }
+    let thumb = |path| Variant {
+        path,
+        mime: "image/jpeg".into(),
+        etag: format!("\"{}.thumb{THUMB_MAX}\"", attachment.sha256),
+        name: attachment.name.clone(),
+        disposition: Disposition::Inline,
+    };
     let _files = FILES_LOCK.read().await;
+    // A cached preview needs no turn among the decodes.
+    if let Some(path) = store::thumb_path(&files, &attachment.sha256)
+        && tokio::fs::try_exists(&path).await.unwrap_or(false)
+    {
+        return Ok(thumb(path));
+    }
     let _slot = THUMBNAILS
         .acquire()
         .await
         .map_err(|_| AppError::Unavailable("the server is shutting down".into()))?;
     let sha = attachment.sha256.clone();
     let thumb_files = files.clone();
-    let made = tokio::task::spawn_blocking(move || store::ensure_thumbnail(&thumb_files, &sha))
-        .await
-        .map_err(|err| AppError::internal(format!("preview task: {err}")))?;
+    let made = tokio::task::spawn_blocking(move || {
+        store::ensure_thumbnail(&thumb_files, &sha, max_pixels)
+    })
+    .await
+    .map_err(|err| AppError::internal(format!("preview task: {err}")))?;
     match made {
-        Ok(path) => Ok(Variant {
-            path,
-            mime: "image/jpeg".into(),
-            etag: format!("\"{}.thumb{THUMB_MAX}\"", attachment.sha256),
-            name: attachment.name,
-            disposition: Disposition::Inline,
-        }),
+        Ok(path) => Ok(thumb(path)),
+        Err(NoThumbnail::Remembered) => Variant::original(&files, attachment),
         Err(err) => {
             tracing::info!(attachment = attachment.id, error = %err, "no preview for an image");
             Variant::original(&files, attachment)

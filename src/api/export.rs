@@ -1,10 +1,9 @@
 //! `GET /conversations/{id}/export?format=json|html`: the caller's readable
-//! history as a download, streamed while it is read from the database.
+//! history as a download, read from the database part by part as the client
+//! takes it.
 
-use std::io::Write;
-
+use futures_util::StreamExt;
 use serde::Deserialize;
-use tokio::sync::mpsc;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderValue, header};
 use warp::reply::Response;
@@ -12,7 +11,7 @@ use warp::{Filter, Reply};
 
 use super::{authenticated, query, respond, with_state};
 use crate::auth::AuthUser;
-use crate::chat::export::{self, Format};
+use crate::chat::export::{Export, Format};
 use crate::db::now_ms;
 use crate::error::{AppError, AppResult};
 use crate::state::SharedState;
@@ -34,33 +33,6 @@ struct ExportQuery {
     format: Option<String>,
 }
 
-/// An `io::Write` that hands each chunk to the response stream; the export is
-/// produced on a blocking thread and backpressured by the bounded channel.
-struct ChannelWriter {
-    sender: mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
-    buffer: Vec<u8>,
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buffer.extend_from_slice(data);
-        if self.buffer.len() >= 64 * 1024 {
-            self.flush()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let chunk = std::mem::take(&mut self.buffer);
-        self.sender
-            .blocking_send(Ok(chunk))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
-    }
-}
-
 async fn export_conversation(
     id: i64,
     state: SharedState,
@@ -72,36 +44,34 @@ async fn export_conversation(
         Some(text) => Format::parse(text)
             .ok_or_else(|| AppError::validation("format", "format is \"json\" or \"html\""))?,
     };
-    // Check access before the response starts, so refusals are proper errors.
-    let user = caller.user_id;
-    state
-        .db
-        .read(move |conn| export::check_access(conn, Some(user), id).map(|_| ()))
-        .await?;
-    let (sender, receiver) = mpsc::channel(8);
-    let db = state.db.clone();
-    tokio::spawn(async move {
-        let failure = sender.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let conn = db.open_reader()?;
-            let mut writer = ChannelWriter {
-                sender,
-                buffer: Vec::with_capacity(64 * 1024),
+    // Held by the response body until the download ends or the client leaves.
+    let slot = state.transfers.exports.take(caller.user_id)?;
+    // The first part checks access, before the response starts, so refusals
+    // are proper errors.
+    let export = Export::new(Some(caller.user_id), vec![id], format, now_ms());
+    let (export, first) = next_part(&state, export).await?;
+    let first = first.unwrap_or_default();
+    // Each further part is read when the client has taken the one before: a
+    // slow client holds nothing but this stream.
+    let rest = futures_util::stream::try_unfold(
+        (state, Some(export), slot),
+        move |(state, export, slot)| async move {
+            let Some(export) = export else {
+                return Ok(None);
             };
-            export::write(&conn, Some(user), &[id], format, now_ms(), &mut writer)
-        })
-        .await
-        .map_err(AppError::internal)
-        .and_then(|r| r);
-        if let Err(err) = result {
-            tracing::warn!(error = %err, conversation_id = id, "export stopped");
-            let _ = failure
-                .send(Err(std::io::Error::other("export failed")))
-                .await;
-        }
-    });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(receiver);
-    let mut response = warp::reply::stream(stream).into_response();
+            match next_part(&state, export).await {
+                Ok((export, Some(part))) => Ok(Some((part, (state, Some(export), slot)))),
+                Ok((_, None)) => Ok(None),
+                Err(err) => {
+                    tracing::warn!(error = %err, conversation_id = id, "export stopped");
+                    Err(std::io::Error::other("export failed"))
+                }
+            }
+        },
+    );
+    let body =
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(rest);
+    let mut response = warp::reply::stream(body).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -115,4 +85,18 @@ async fn export_conversation(
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// One part of the export, read by the readers like any other read.
+async fn next_part(
+    state: &SharedState,
+    mut export: Export,
+) -> AppResult<(Export, Option<Vec<u8>>)> {
+    state
+        .db
+        .read(move |conn| {
+            let part = export.next_part(conn)?;
+            Ok::<_, AppError>((export, part))
+        })
+        .await
 }

@@ -1,5 +1,6 @@
-//! `GET /healthz`: liveness plus a real database round trip and a check that the
-//! database writer is still running.
+//! `GET /healthz`: liveness plus a real database round trip, a check that the
+//! database writer is still running, and whether the disk is below the upload
+//! reserve.
 
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -20,6 +21,10 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
 async fn healthz(state: SharedState) -> Response {
     let writer_ok = state.db.writer.is_alive();
     let db_ok = writer_ok && state.db.ping().await;
+    // Low disk space leaves the server up (messages still work): it is reported,
+    // not a 503.
+    let disk = crate::disk::space(&state.data_dir, state.config.limits.min_free_disk_bytes).await;
+    let disk_low = disk.is_some_and(|disk| disk.is_low());
     let status = if db_ok {
         StatusCode::OK
     } else {
@@ -31,6 +36,7 @@ async fn healthz(state: SharedState) -> Response {
             "status": if db_ok { "ok" } else { "unavailable" },
             "version": env!("CARGO_PKG_VERSION"),
             "db": if db_ok { "ok" } else { "error" },
+            "disk": if disk_low { "low" } else { "ok" },
         }),
     );
     response.headers_mut().insert(

@@ -412,6 +412,11 @@ fn clone_error(error: &AppError) -> AppError {
         },
         AppError::PayloadTooLarge(message) => AppError::PayloadTooLarge(message.clone()),
         AppError::UnsupportedMediaType(message) => AppError::UnsupportedMediaType(message.clone()),
+        AppError::RequestTimeout(message) => AppError::RequestTimeout(message.clone()),
+        AppError::InsufficientStorage { code, message } => AppError::InsufficientStorage {
+            code,
+            message: message.clone(),
+        },
         AppError::RateLimited { retry_after_secs } => AppError::RateLimited {
             retry_after_secs: *retry_after_secs,
         },

@@ -97,8 +97,8 @@ async fn search_messages(
     Ok(ok(&page))
 }
 
-/// A page of results; `None` (with `require_indexed`) when the query needs the
-/// word index and the index has not yet taken in every committed message.
+/// A page of results; `None` (with `require_indexed`) when the search index has
+/// not yet taken in every committed message.
 fn read_page(
     conn: &rusqlite::Connection,
     viewer: i64,
@@ -109,7 +109,8 @@ fn read_page(
         // A conversation one cannot read does not exist (404), as elsewhere.
         access::require_readable(conn, viewer, conversation_id)?;
     }
-    let uses_index = search::fts_expression(&query.terms).is_some();
+    // Every term is looked up in an index (words, or character pairs).
+    let uses_index = !query.terms.is_empty();
     if require_indexed && uses_index && search::needs_catch_up(conn)? {
         return Ok(None);
     }

@@ -1,28 +1,31 @@
-//! Attachment files on disk. Everything here blocks: call it from
-//! `spawn_blocking` (or from the sink thread of an upload).
+//! Attachment files on disk. Everything here blocks (call it from
+//! `spawn_blocking`), except [`UploadWriter`], which hands its disk work to
+//! short blocking tasks itself.
 //!
 //! Layout under the data directory:
 //! - `files/ab/cdef…` — the content, named by its SHA-256 hex (split after 2 chars);
 //! - `files/ab/cdef….thumb.jpg` — the cached preview of an image;
+//! - `files/ab/cdef….nothumb` — the mark of an image that has none (see
+//!   [`ensure_thumbnail`]);
 //! - `files/tmp/` — uploads being received and previews being written; renamed
 //!   into place when complete, so a crash never leaves a half file under a name.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 
 use super::media::SNIFF_BYTES;
 
 /// Longest side of a preview, in pixels.
 pub const THUMB_MAX: u32 = 320;
 const THUMB_SUFFIX: &str = ".thumb.jpg";
+/// An empty file saying that this content has no preview: it could not be
+/// decoded, or is larger than the preview limit. Decoding is not tried again.
+const NO_THUMB_SUFFIX: &str = ".nothumb";
 const THUMB_QUALITY: u8 = 80;
 
 pub fn files_dir(data_dir: &Path) -> PathBuf {
@@ -45,10 +48,18 @@ pub fn blob_path(files_dir: &Path, sha: &str) -> Option<PathBuf> {
 }
 
 pub fn thumb_path(files_dir: &Path, sha: &str) -> Option<PathBuf> {
+    derived_path(files_dir, sha, THUMB_SUFFIX)
+}
+
+fn no_thumb_path(files_dir: &Path, sha: &str) -> Option<PathBuf> {
+    derived_path(files_dir, sha, NO_THUMB_SUFFIX)
+}
+
+fn derived_path(files_dir: &Path, sha: &str, suffix: &str) -> Option<PathBuf> {
     is_sha256_hex(sha).then(|| {
         files_dir
             .join(&sha[..2])
-            .join(format!("{}{THUMB_SUFFIX}", &sha[2..]))
+            .join(format!("{}{suffix}", &sha[2..]))
     })
 }
 
@@ -101,7 +112,7 @@ fn remove_if_exists(path: &Path) {
     }
 }
 
-/// What the sink thread saw of an upload.
+/// What was written of an upload.
 #[derive(Debug)]
 pub struct Written {
     pub sha256: String,
@@ -110,57 +121,132 @@ pub struct Written {
     pub head: Vec<u8>,
 }
 
-/// Writes an upload to `path` on a blocking thread while hashing it. The async
-/// side sends chunks; dropping the sender ends the file. Set `abort` before
-/// dropping to skip the final fsync of a file that will be thrown away.
-pub struct Sink {
-    pub chunks: mpsc::Sender<Bytes>,
-    pub abort: Arc<AtomicBool>,
-    pub done: tokio::task::JoinHandle<io::Result<Written>>,
+/// Writes an upload to a file while hashing it, without holding a blocking
+/// thread while the client sends: the async side collects chunks, and each
+/// [`FLUSH_BYTES`] goes to a short blocking task that hashes and writes it while
+/// the next chunks arrive (at most one write in flight, so at most two buffers
+/// per upload are in memory).
+pub struct UploadWriter {
+    stage: Option<Stage>,
+    buffer: Vec<Bytes>,
+    buffered: usize,
 }
 
-pub fn spawn_sink(path: PathBuf) -> Sink {
-    let (chunks, receiver) = mpsc::channel::<Bytes>(16);
-    let abort = Arc::new(AtomicBool::new(false));
-    let flag = abort.clone();
-    let done = tokio::task::spawn_blocking(move || write_and_hash(&path, receiver, &flag));
-    Sink {
-        chunks,
-        abort,
-        done,
-    }
+/// Chunks are written to disk in batches of this many bytes.
+pub const FLUSH_BYTES: usize = 128 * 1024;
+
+enum Stage {
+    Idle(Box<OpenUpload>),
+    Writing(tokio::task::JoinHandle<io::Result<Box<OpenUpload>>>),
 }
 
-fn write_and_hash(
-    path: &Path,
-    mut chunks: mpsc::Receiver<Bytes>,
-    abort: &AtomicBool,
-) -> io::Result<Written> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent)?;
-    }
-    let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
-    let mut hasher = Sha256::new();
-    let mut head = Vec::with_capacity(SNIFF_BYTES);
-    let mut size = 0u64;
-    while let Some(chunk) = chunks.blocking_recv() {
-        hasher.update(&chunk);
-        if head.len() < SNIFF_BYTES {
-            let take = (SNIFF_BYTES - head.len()).min(chunk.len());
-            head.extend_from_slice(&chunk[..take]);
+struct OpenUpload {
+    file: File,
+    hasher: Sha256,
+    head: Vec<u8>,
+    size: u64,
+}
+
+impl OpenUpload {
+    fn write(&mut self, chunks: &[Bytes]) -> io::Result<()> {
+        for chunk in chunks {
+            self.hasher.update(chunk);
+            if self.head.len() < SNIFF_BYTES {
+                let take = (SNIFF_BYTES - self.head.len()).min(chunk.len());
+                self.head.extend_from_slice(&chunk[..take]);
+            }
+            self.file.write_all(chunk)?;
+            self.size += chunk.len() as u64;
         }
-        file.write_all(&chunk)?;
-        size += chunk.len() as u64;
+        Ok(())
     }
-    if !abort.load(Ordering::Acquire) {
-        // The content must be on disk before a rename can make it visible.
-        file.sync_all()?;
+}
+
+fn task_failed(err: tokio::task::JoinError) -> io::Error {
+    io::Error::other(format!("upload writer: {err}"))
+}
+
+impl UploadWriter {
+    /// Creates the file at `path` (a fresh name in `files/tmp`).
+    pub async fn create(path: PathBuf) -> io::Result<UploadWriter> {
+        let open = tokio::task::spawn_blocking(move || {
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            Ok::<_, io::Error>(Box::new(OpenUpload {
+                file,
+                hasher: Sha256::new(),
+                head: Vec::with_capacity(SNIFF_BYTES),
+                size: 0,
+            }))
+        })
+        .await
+        .map_err(task_failed)??;
+        Ok(UploadWriter {
+            stage: Some(Stage::Idle(open)),
+            buffer: Vec::new(),
+            buffered: 0,
+        })
     }
-    Ok(Written {
-        sha256: hex::encode(hasher.finalize()),
-        size,
-        head,
-    })
+
+    /// Adds a chunk; writes the buffer once it holds [`FLUSH_BYTES`].
+    pub async fn push(&mut self, chunk: Bytes) -> io::Result<()> {
+        self.buffered += chunk.len();
+        self.buffer.push(chunk);
+        if self.buffered >= FLUSH_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the write in flight, if any, and hands back the file.
+    async fn ready(&mut self) -> io::Result<Box<OpenUpload>> {
+        match self.stage.take() {
+            Some(Stage::Idle(open)) => Ok(open),
+            Some(Stage::Writing(task)) => task.await.map_err(task_failed)?,
+            None => Err(io::Error::other("an earlier write of this upload failed")),
+        }
+    }
+
+    /// Starts writing the buffer (after the previous write has finished).
+    async fn flush(&mut self) -> io::Result<()> {
+        let mut open = self.ready().await?;
+        let chunks = std::mem::take(&mut self.buffer);
+        self.buffered = 0;
+        self.stage = Some(Stage::Writing(tokio::task::spawn_blocking(move || {
+            open.write(&chunks)?;
+            Ok(open)
+        })));
+        Ok(())
+    }
+
+    /// Writes what is left and fsyncs the file: the content must be on disk
+    /// before a rename can make it visible.
+    pub async fn finish(mut self) -> io::Result<Written> {
+        let mut open = self.ready().await?;
+        let chunks = std::mem::take(&mut self.buffer);
+        tokio::task::spawn_blocking(move || {
+            open.write(&chunks)?;
+            open.file.sync_all()?;
+            Ok(Written {
+                sha256: hex::encode(open.hasher.finalize()),
+                size: open.size,
+                head: open.head,
+            })
+        })
+        .await
+        .map_err(task_failed)?
+    }
+
+    /// Waits for the write in flight and closes the file, which the caller then
+    /// removes.
+    pub async fn abandon(mut self) {
+        let _ = self.ready().await;
+    }
 }
 
 /// Moves a complete, fsynced temp file to its content address, or drops it when
@@ -235,8 +321,8 @@ fn swaps_sides(orientation: image::metadata::Orientation) -> bool {
     )
 }
 
-/// Decoding limits for previews: a small file that claims to be 100,000 pixels
-/// square must not take the server's memory.
+/// Decoding limits: a small file that claims to be 100,000 pixels square must
+/// not take the server's memory.
 fn decode_limits() -> image::Limits {
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(16_384);
@@ -245,42 +331,96 @@ fn decode_limits() -> image::Limits {
     limits
 }
 
+/// Why an image has no preview.
+#[derive(Debug, thiserror::Error)]
+pub enum NoThumbnail {
+    #[error("the image has {pixels} pixels, over the preview limit of {max}")]
+    TooManyPixels { pixels: u64, max: u64 },
+    #[error("the image cannot be decoded: {0}")]
+    Undecodable(String),
+    #[error("an earlier attempt found no preview")]
+    Remembered,
+    #[error("{0}")]
+    Io(String),
+}
+
 /// The cached preview of an image (at most [`THUMB_MAX`] px on its longest
-/// side, JPEG), made on first use. Written to `tmp` and renamed, so concurrent
-/// requests never see a partial file.
-pub fn ensure_thumbnail(files_dir: &Path, sha: &str) -> Result<PathBuf, String> {
-    let thumb = thumb_path(files_dir, sha).ok_or("not a sha256")?;
+/// side, JPEG), made on first use from an image of at most `max_pixels` pixels
+/// (checked from its header before anything is decoded). Written to `tmp` and
+/// renamed, so concurrent requests never see a partial file. An image that has
+/// no preview is marked so, and never decoded again.
+pub fn ensure_thumbnail(
+    files_dir: &Path,
+    sha: &str,
+    max_pixels: u64,
+) -> Result<PathBuf, NoThumbnail> {
+    let not_sha = || NoThumbnail::Io("not a sha256".into());
+    let thumb = thumb_path(files_dir, sha).ok_or_else(not_sha)?;
     if thumb.is_file() {
         return Ok(thumb);
     }
-    let source = blob_path(files_dir, sha).ok_or("not a sha256")?;
-    let mut reader = image::ImageReader::open(&source)
-        .map_err(|e| e.to_string())?
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
-    reader.limits(decode_limits());
-    let mut decoder = reader.into_decoder().map_err(|e| e.to_string())?;
-    let orientation = image::ImageDecoder::orientation(&mut decoder)
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut image = image::DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())?;
-    image.apply_orientation(orientation);
-    let small = image.thumbnail(THUMB_MAX, THUMB_MAX);
+    let mark = no_thumb_path(files_dir, sha).ok_or_else(not_sha)?;
+    if mark.exists() {
+        return Err(NoThumbnail::Remembered);
+    }
+    let source = blob_path(files_dir, sha).ok_or_else(not_sha)?;
+    let small = match decode_small(&source, max_pixels) {
+        Ok(small) => small,
+        Err(err) => {
+            if let Err(io) = File::create(&mark) {
+                tracing::warn!(path = %mark.display(), error = %io, "cannot mark an image without preview");
+            }
+            return Err(err);
+        }
+    };
     let rgb = flatten_on_white(&small);
+    let io = |e: io::Error| NoThumbnail::Io(e.to_string());
     let tmp = tmp_dir(files_dir);
-    fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
+    fs::create_dir_all(&tmp).map_err(io)?;
     let mut temp = TempFile::new_name(&tmp, ".thumb");
     {
-        let file = File::create(temp.path()).map_err(|e| e.to_string())?;
+        let file = File::create(temp.path()).map_err(io)?;
         let mut out = io::BufWriter::new(file);
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, THUMB_QUALITY)
             .encode_image(&rgb)
-            .map_err(|e| e.to_string())?;
-        let file = out.into_inner().map_err(|e| e.to_string())?;
-        file.sync_all().map_err(|e| e.to_string())?;
+            .map_err(|e| NoThumbnail::Io(e.to_string()))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| NoThumbnail::Io(e.to_string()))?;
+        file.sync_all().map_err(io)?;
     }
-    fs::rename(temp.path(), &thumb).map_err(|e| e.to_string())?;
+    fs::rename(temp.path(), &thumb).map_err(io)?;
     temp.disarm();
     Ok(thumb)
+}
+
+/// Decodes an image of at most `max_pixels` and shrinks it to preview size,
+/// turned as displayed (after shrinking, which is cheaper).
+fn decode_small(source: &Path, max_pixels: u64) -> Result<image::DynamicImage, NoThumbnail> {
+    use image::ImageDecoder;
+    let undecodable = |e: image::ImageError| NoThumbnail::Undecodable(e.to_string());
+    let mut reader = image::ImageReader::open(source)
+        .map_err(|e| NoThumbnail::Io(e.to_string()))?
+        .with_guessed_format()
+        .map_err(|e| NoThumbnail::Io(e.to_string()))?;
+    reader.limits(decode_limits());
+    let mut decoder = reader.into_decoder().map_err(undecodable)?;
+    let (width, height) = decoder.dimensions();
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > max_pixels {
+        return Err(NoThumbnail::TooManyPixels {
+            pixels,
+            max: max_pixels,
+        });
+    }
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let image = image::DynamicImage::from_decoder(decoder).map_err(undecodable)?;
+    let mut small = image.thumbnail(THUMB_MAX, THUMB_MAX);
+    drop(image);
+    small.apply_orientation(orientation);
+    Ok(small)
 }
 
 /// JPEG has no alpha: transparent pixels become white, not black.
@@ -295,12 +435,16 @@ fn flatten_on_white(image: &image::DynamicImage) -> image::RgbImage {
     out
 }
 
-/// Removes a blob and its preview.
+/// Removes a blob and its preview (or its mark of having none).
 pub fn remove_blob(files_dir: &Path, sha: &str) {
-    if let Some(path) = blob_path(files_dir, sha) {
-        remove_if_exists(&path);
-    }
-    if let Some(path) = thumb_path(files_dir, sha) {
+    for path in [
+        blob_path(files_dir, sha),
+        thumb_path(files_dir, sha),
+        no_thumb_path(files_dir, sha),
+    ]
+    .into_iter()
+    .flatten()
+    {
         remove_if_exists(&path);
     }
 }
@@ -329,9 +473,10 @@ pub fn sweep_tmp(files_dir: &Path, max_age: Duration) -> usize {
     removed
 }
 
-/// Every content file on disk, as (sha256, is_preview), for the sweep that
-/// removes files no record refers to.
-pub fn list_stored(files_dir: &Path) -> Vec<(String, bool)> {
+/// Every content file on disk, as (sha256, `None` for the content itself or the
+/// path of its preview or no-preview mark), for the sweep that removes files no
+/// record refers to.
+pub fn list_stored(files_dir: &Path) -> Vec<(String, Option<PathBuf>)> {
     let mut out = Vec::new();
     let Ok(dirs) = fs::read_dir(files_dir) else {
         return out;
@@ -346,13 +491,13 @@ pub fn list_stored(files_dir: &Path) -> Vec<(String, bool)> {
         };
         for file in files.flatten() {
             let name = file.file_name().to_string_lossy().into_owned();
-            let (rest, preview) = match name.strip_suffix(THUMB_SUFFIX) {
-                Some(rest) => (rest.to_owned(), true),
-                None => (name, false),
-            };
-            let sha = format!("{prefix}{rest}");
+            let rest = name
+                .strip_suffix(THUMB_SUFFIX)
+                .or_else(|| name.strip_suffix(NO_THUMB_SUFFIX));
+            let derived = rest.is_some().then(|| file.path());
+            let sha = format!("{prefix}{}", rest.unwrap_or(&name));
             if is_sha256_hex(&sha) {
-                out.push((sha, preview));
+                out.push((sha, derived));
             }
         }
     }
@@ -379,24 +524,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn sink_hashes_and_placement_dedups() {
+    async fn writer_hashes_and_placement_dedups() {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = files_dir(dir.path());
         let tmp = tmp_dir(&files);
         let mut placed = Vec::new();
         for _ in 0..2 {
             let mut temp = TempFile::new_name(&tmp, ".part");
-            let sink = spawn_sink(temp.path().to_owned());
-            sink.chunks
-                .send(Bytes::from_static(b"te"))
+            let mut writer = UploadWriter::create(temp.path().to_owned())
                 .await
-                .expect("send");
-            sink.chunks
-                .send(Bytes::from_static(b"st"))
-                .await
-                .expect("send");
-            drop(sink.chunks);
-            let written = sink.done.await.expect("join").expect("write");
+                .expect("create");
+            writer.push(Bytes::from_static(b"te")).await.expect("push");
+            writer.push(Bytes::from_static(b"st")).await.expect("push");
+            let written = writer.finish().await.expect("write");
             assert_eq!(written.sha256, SHA);
             assert_eq!(written.size, 4);
             assert_eq!(written.head, b"test");
@@ -410,9 +550,32 @@ mod tests {
             0,
             "temp files left"
         );
-        assert_eq!(list_stored(&files), vec![(SHA.to_owned(), false)]);
+        assert_eq!(list_stored(&files), vec![(SHA.to_owned(), None)]);
         remove_blob(&files, SHA);
         assert!(list_stored(&files).is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_writer_hashes_across_many_flushes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let temp = TempFile::new_name(&tmp_dir(&files_dir(dir.path())), ".part");
+        let mut writer = UploadWriter::create(temp.path().to_owned())
+            .await
+            .expect("create");
+        let content: Vec<u8> = (0..FLUSH_BYTES * 5 + 123)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        for chunk in content.chunks(7_000) {
+            writer
+                .push(Bytes::copy_from_slice(chunk))
+                .await
+                .expect("push");
+        }
+        let written = writer.finish().await.expect("finish");
+        assert_eq!(written.size, content.len() as u64);
+        assert_eq!(written.sha256, hex::encode(Sha256::digest(&content)));
+        assert_eq!(written.head, content[..SNIFF_BYTES]);
+        assert_eq!(fs::read(temp.path()).expect("read"), content);
     }
 
     #[test]
@@ -433,7 +596,7 @@ mod tests {
             .save_with_format(&path, image::ImageFormat::Png)
             .expect("save");
         assert_eq!(image_dimensions(&path), Some((800, 400)));
-        let thumb = ensure_thumbnail(&files, SHA).expect("thumb");
+        let thumb = ensure_thumbnail(&files, SHA, 1_000_000).expect("thumb");
         let (w, h) = image_dimensions(&thumb).expect("dims");
         assert_eq!((w, h), (320, 160));
         let decoded = image::open(&thumb).expect("open").to_rgb8();
@@ -451,7 +614,41 @@ mod tests {
         let path = blob_path(&files, SHA).expect("path");
         fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         fs::write(&path, b"\x89PNG\r\n\x1a\nnot really").expect("write");
-        assert!(ensure_thumbnail(&files, SHA).is_err());
+        assert!(matches!(
+            ensure_thumbnail(&files, SHA, 1_000_000),
+            Err(NoThumbnail::Undecodable(_))
+        ));
         assert!(!thumb_path(&files, SHA).expect("p").exists());
+        // Remembered: not decoded again, and swept with the content.
+        assert!(matches!(
+            ensure_thumbnail(&files, SHA, 1_000_000),
+            Err(NoThumbnail::Remembered)
+        ));
+        assert_eq!(list_stored(&files).len(), 2);
+        remove_blob(&files, SHA);
+        assert!(list_stored(&files).is_empty());
+    }
+
+    #[test]
+    fn images_over_the_pixel_limit_are_not_decoded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = files_dir(dir.path());
+        let path = blob_path(&files, SHA).expect("path");
+        fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        image::GrayImage::new(1000, 800)
+            .save_with_format(&path, image::ImageFormat::Png)
+            .expect("save");
+        assert!(matches!(
+            ensure_thumbnail(&files, SHA, 799_999),
+            Err(NoThumbnail::TooManyPixels {
+                pixels: 800_000,
+                max: 799_999
+            })
+        ));
+        assert!(!thumb_path(&files, SHA).expect("p").exists());
+        assert!(matches!(
+            ensure_thumbnail(&files, SHA, 1_000_000),
+            Err(NoThumbnail::Remembered)
+        ));
     }
 }

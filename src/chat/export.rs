@@ -2,7 +2,7 @@
 //! `io::Write` in batches: the HTTP handler streams it to the client, the command
 //! line writes it to a file. Memory stays flat whatever the history's size.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
 use rusqlite::{Connection, params};
@@ -146,119 +146,241 @@ pub fn write(
     now: i64,
     out: &mut dyn Write,
 ) -> AppResult<()> {
-    let mut rows = Vec::with_capacity(conversation_ids.len());
-    for id in conversation_ids {
-        rows.push(check_access(conn, viewer, *id)?);
+    let mut export = Export::new(viewer, conversation_ids.to_vec(), format, now);
+    while let Some(part) = export.next_part(conn)? {
+        out.write_all(&part).map_err(io_err)?;
     }
-    match format {
-        Format::Json => write_json(conn, viewer, &rows, now, out),
-        Format::Html => write_html(conn, viewer, &rows, now, out),
-    }
-}
-
-fn write_json(
-    conn: &Connection,
-    viewer: Option<i64>,
-    rows: &[ConversationRow],
-    now: i64,
-    out: &mut dyn Write,
-) -> AppResult<()> {
-    let mut senders = std::collections::BTreeSet::new();
-    write!(out, "{{\"exported_at\":{now},\"conversations\":[").map_err(io_err)?;
-    for (index, row) in rows.iter().enumerate() {
-        if index > 0 {
-            out.write_all(b",").map_err(io_err)?;
-        }
-        let header = serde_json::json!({
-            "id": row.id,
-            "kind": row.kind,
-            "title": title_of(conn, row)?,
-            "topic": row.topic,
-            "created_at": row.created_at,
-        });
-        let header = header.to_string();
-        // Reopen the header object to append the messages array to it.
-        out.write_all(&header.as_bytes()[..header.len() - 1])
-            .map_err(io_err)?;
-        out.write_all(b",\"messages\":[").map_err(io_err)?;
-        let mut after = 0;
-        let mut first = true;
-        loop {
-            let batch = batch_after(conn, viewer, row.id, after)?;
-            let Some(last) = batch.last() else { break };
-            after = last.id;
-            for message in &batch {
-                if !first {
-                    out.write_all(b",").map_err(io_err)?;
-                }
-                first = false;
-                senders.extend(message.sender_id);
-                serde_json::to_writer(&mut *out, message).map_err(AppError::internal)?;
-            }
-        }
-        out.write_all(b"]}").map_err(io_err)?;
-    }
-    out.write_all(b"],\"users\":").map_err(io_err)?;
-    serde_json::to_writer(&mut *out, &people(conn, senders)?).map_err(AppError::internal)?;
-    out.write_all(b"}").map_err(io_err)?;
     out.flush().map_err(io_err)
 }
 
-fn esc(text: &str) -> std::borrow::Cow<'_, str> {
-    html_escape::encode_text(text)
+/// An export produced part by part (the page's start, then a batch of at most
+/// [`BATCH`] messages at a time, then its end), each part a short read: the HTTP
+/// handler reads the next part only when the client has taken the previous one,
+/// so a slow client holds no database connection or thread meanwhile.
+#[derive(Debug)]
+pub struct Export {
+    viewer: Option<i64>,
+    conversation_ids: Vec<i64>,
+    format: Format,
+    now: i64,
+    rows: Vec<ConversationRow>,
+    step: Step,
+    /// JSON: every sender, for the `users` map at the end.
+    senders: BTreeSet<i64>,
+    /// HTML: the names of the senders met so far.
+    names: BTreeMap<i64, Person>,
 }
 
-fn write_html(
-    conn: &Connection,
-    viewer: Option<i64>,
-    rows: &[ConversationRow],
-    now: i64,
-    out: &mut dyn Write,
-) -> AppResult<()> {
-    let page_title = match rows {
-        [one] => title_of(conn, one)?,
-        _ => "lanchat export".to_owned(),
-    };
-    write!(
-        out,
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{}</title><style>{}</style></head><body>\n<h1>{}</h1>\n<p class=\"meta\">Exported {}</p>\n",
-        esc(&page_title),
-        HTML_STYLE,
-        esc(&page_title),
-        format_time(now)
-    )
-    .map_err(io_err)?;
-    let mut names: BTreeMap<i64, Person> = BTreeMap::new();
-    for row in rows {
-        if rows.len() > 1 {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Start,
+    /// Conversation `index` of `rows`: its opening written or not, its messages
+    /// after `after` still to write.
+    Messages {
+        index: usize,
+        opened: bool,
+        after: i64,
+        first: bool,
+    },
+    Finish,
+    Done,
+}
+
+impl Export {
+    pub fn new(
+        viewer: Option<i64>,
+        conversation_ids: Vec<i64>,
+        format: Format,
+        now: i64,
+    ) -> Export {
+        Export {
+            viewer,
+            conversation_ids,
+            format,
+            now,
+            rows: Vec::new(),
+            step: Step::Start,
+            senders: BTreeSet::new(),
+            names: BTreeMap::new(),
+        }
+    }
+
+    /// The next part of the export, `None` once it is complete. Access is
+    /// checked by the first part.
+    pub fn next_part(&mut self, conn: &Connection) -> AppResult<Option<Vec<u8>>> {
+        let mut out = Vec::with_capacity(64 * 1024);
+        match self.step {
+            Step::Done => return Ok(None),
+            Step::Start => {
+                for id in &self.conversation_ids {
+                    self.rows.push(check_access(conn, self.viewer, *id)?);
+                }
+                match self.format {
+                    Format::Json => self.json_start(&mut out)?,
+                    Format::Html => self.html_start(conn, &mut out)?,
+                }
+                self.step = Step::Messages {
+                    index: 0,
+                    opened: false,
+                    after: 0,
+                    first: true,
+                };
+            }
+            Step::Messages {
+                index,
+                opened,
+                after,
+                first,
+            } => {
+                let Some(row) = self.rows.get(index).cloned() else {
+                    self.step = Step::Finish;
+                    return self.next_part(conn);
+                };
+                if !opened {
+                    match self.format {
+                        Format::Json => json_open(conn, &row, index, &mut out)?,
+                        Format::Html => self.html_open(conn, &row, &mut out)?,
+                    }
+                }
+                let batch = batch_after(conn, self.viewer, row.id, after)?;
+                self.step = match batch.last() {
+                    Some(last) => Step::Messages {
+                        index,
+                        opened: true,
+                        after: last.id,
+                        first: false,
+                    },
+                    None => {
+                        out.write_all(match self.format {
+                            Format::Json => b"]}",
+                            Format::Html => b"</ol>\n",
+                        })
+                        .map_err(io_err)?;
+                        Step::Messages {
+                            index: index + 1,
+                            opened: false,
+                            after: 0,
+                            first: true,
+                        }
+                    }
+                };
+                match self.format {
+                    Format::Json => self.json_batch(&batch, first, &mut out)?,
+                    Format::Html => self.html_batch(conn, &batch, &mut out)?,
+                }
+            }
+            Step::Finish => {
+                match self.format {
+                    Format::Json => {
+                        out.write_all(b"],\"users\":").map_err(io_err)?;
+                        serde_json::to_writer(
+                            &mut out,
+                            &people(conn, self.senders.iter().copied())?,
+                        )
+                        .map_err(AppError::internal)?;
+                        out.write_all(b"}").map_err(io_err)?;
+                    }
+                    Format::Html => out.write_all(b"</body></html>\n").map_err(io_err)?,
+                }
+                self.step = Step::Done;
+            }
+        }
+        Ok(Some(out))
+    }
+
+    fn json_start(&self, out: &mut Vec<u8>) -> AppResult<()> {
+        write!(out, "{{\"exported_at\":{},\"conversations\":[", self.now).map_err(io_err)
+    }
+
+    fn json_batch(&mut self, batch: &[Message], first: bool, out: &mut Vec<u8>) -> AppResult<()> {
+        for (n, message) in batch.iter().enumerate() {
+            if !(first && n == 0) {
+                out.write_all(b",").map_err(io_err)?;
+            }
+            self.senders.extend(message.sender_id);
+            serde_json::to_writer(&mut *out, message).map_err(AppError::internal)?;
+        }
+        Ok(())
+    }
+
+    fn html_start(&self, conn: &Connection, out: &mut Vec<u8>) -> AppResult<()> {
+        let page_title = match self.rows.as_slice() {
+            [one] => title_of(conn, one)?,
+            _ => "lanchat export".to_owned(),
+        };
+        write!(
+            out,
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>{}</title><style>{}</style></head><body>\n<h1>{}</h1>\n<p class=\"meta\">Exported {}</p>\n",
+            esc(&page_title),
+            HTML_STYLE,
+            esc(&page_title),
+            format_time(self.now)
+        )
+        .map_err(io_err)
+    }
+
+    fn html_open(
+        &self,
+        conn: &Connection,
+        row: &ConversationRow,
+        out: &mut Vec<u8>,
+    ) -> AppResult<()> {
+        if self.rows.len() > 1 {
             writeln!(out, "<h2>{}</h2>", esc(&title_of(conn, row)?)).map_err(io_err)?;
         }
         if !row.topic.is_empty() {
             writeln!(out, "<p class=\"meta\">{}</p>", esc(&row.topic)).map_err(io_err)?;
         }
-        out.write_all(b"<ol class=\"messages\">\n")
-            .map_err(io_err)?;
-        let mut after = 0;
-        loop {
-            let batch = batch_after(conn, viewer, row.id, after)?;
-            let Some(last) = batch.last() else { break };
-            after = last.id;
-            let unknown: Vec<i64> = batch
-                .iter()
-                .filter_map(|m| m.sender_id)
-                .filter(|id| !names.contains_key(id))
-                .collect();
-            names.extend(people(conn, unknown)?);
-            for message in &batch {
-                write_html_message(out, message, &names)?;
-            }
-        }
-        out.write_all(b"</ol>\n").map_err(io_err)?;
+        out.write_all(b"<ol class=\"messages\">\n").map_err(io_err)
     }
-    out.write_all(b"</body></html>\n").map_err(io_err)?;
-    out.flush().map_err(io_err)
+
+    fn html_batch(
+        &mut self,
+        conn: &Connection,
+        batch: &[Message],
+        out: &mut Vec<u8>,
+    ) -> AppResult<()> {
+        let unknown: Vec<i64> = batch
+            .iter()
+            .filter_map(|m| m.sender_id)
+            .filter(|id| !self.names.contains_key(id))
+            .collect();
+        self.names.extend(people(conn, unknown)?);
+        for message in batch {
+            write_html_message(out, message, &self.names)?;
+        }
+        Ok(())
+    }
+}
+
+/// A conversation's object up to its `messages` array, opened.
+fn json_open(
+    conn: &Connection,
+    row: &ConversationRow,
+    index: usize,
+    out: &mut Vec<u8>,
+) -> AppResult<()> {
+    if index > 0 {
+        out.write_all(b",").map_err(io_err)?;
+    }
+    let header = serde_json::json!({
+        "id": row.id,
+        "kind": row.kind,
+        "title": title_of(conn, row)?,
+        "topic": row.topic,
+        "created_at": row.created_at,
+    });
+    let header = header.to_string();
+    // Reopen the header object to append the messages array to it.
+    out.write_all(&header.as_bytes()[..header.len() - 1])
+        .map_err(io_err)?;
+    out.write_all(b",\"messages\":[").map_err(io_err)
+}
+
+fn esc(text: &str) -> std::borrow::Cow<'_, str> {
+    html_escape::encode_text(text)
 }
 
 fn write_html_message(

@@ -69,6 +69,8 @@ pub fn migrate_with(
     conn: &mut Connection,
     migrations: &[Migration],
 ) -> Result<Vec<Migration>, DbError> {
+    // Functions the migrations' SQL may call.
+    crate::search::register_functions(conn)?;
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version    INTEGER PRIMARY KEY,

@@ -1,17 +1,19 @@
-//! SQLite storage: one writer thread that group-commits queued jobs, and an r2d2
-//! pool of read-only connections. Nothing here runs on the async threads: reads go
-//! through `spawn_blocking`, writes through the writer's queue.
+//! SQLite storage: one writer thread that group-commits queued jobs, and a pool
+//! of reader threads, each with its read-only connection. Nothing here runs on
+//! the async threads: reads go through the readers' queue ([`ReadPool`]), writes
+//! through the writer's.
 
 pub mod migrations;
+pub mod reads;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags};
 
+pub use reads::ReadPool;
 pub use writer::{
     BackgroundStep, CommittedEvent, EventDraft, EventPayload, MembershipChange, WriteCtx, Writer,
 };
@@ -21,8 +23,6 @@ pub use writer::{
 pub enum DbError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("connection pool error: {0}")]
-    Pool(#[from] r2d2::Error),
     #[error("the database is busy, try again")]
     Busy,
     #[error("the database writer has stopped")]
@@ -80,7 +80,15 @@ pub fn open_writer_connection(path: &Path) -> Result<Connection, DbError> {
     Ok(conn)
 }
 
-pub type ReadPool = r2d2::Pool<SqliteConnectionManager>;
+/// Opens a read-only connection.
+fn open_read_connection(path: &Path) -> Result<Connection, DbError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    apply_pragmas(&conn, false)?;
+    Ok(conn)
+}
 
 /// The database handle shared by the whole server.
 #[derive(Clone)]
@@ -102,18 +110,10 @@ impl Db {
         on_commit: writer::CommitHook,
         background: BackgroundStep,
     ) -> Result<Db, DbError> {
-        let manager = SqliteConnectionManager::file(path)
-            .with_flags(
-                OpenFlags::SQLITE_OPEN_READ_ONLY
-                    | OpenFlags::SQLITE_OPEN_URI
-                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .with_init(|conn| apply_pragmas(conn, false));
-        let reads = r2d2::Pool::builder()
-            .max_size(read_connections.max(1))
-            .min_idle(Some(1))
-            .connection_timeout(Duration::from_secs(10))
-            .build(manager)?;
+        let readers = (0..read_connections.max(1))
+            .map(|_| open_read_connection(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        let reads = ReadPool::start(readers, reads::QUEUE_WAIT)?;
         let checkpointer = Connection::open(path)?;
         apply_pragmas(&checkpointer, false)?;
         let writer = Writer::start(writer_conn, on_commit, background)?;
@@ -148,40 +148,31 @@ impl Db {
         .map_err(|err| DbError::Task(err.to_string()))?
     }
 
-    /// Runs `f` on a pooled read-only connection off the async threads.
+    /// Runs `f` on one of the reader threads' connections, in turn with every
+    /// other read (see [`ReadPool::read`]).
     pub async fn read<R, E, F>(&self, f: F) -> Result<R, E>
     where
         F: FnOnce(&Connection) -> Result<R, E> + Send + 'static,
         R: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        let pool = self.reads.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = pool.get().map_err(DbError::from)?;
-            f(&conn)
-        })
-        .await
-        .map_err(|err| E::from(DbError::Task(err.to_string())))?
+        self.reads.read(f).await
     }
 
-    /// A fresh read-only connection outside the pool, for long jobs (exports,
-    /// backups) that must not hold a pooled connection while a client is slow.
+    /// A fresh read-only connection outside the pool, for long jobs (backups, the
+    /// command line's exports) that must not hold a reader thread.
     pub fn open_reader(&self) -> Result<Connection, DbError> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        apply_pragmas(&conn, false)?;
-        Ok(conn)
+        open_read_connection(&self.path)
     }
 
-    /// A read on the current thread; for CLI commands and blocking contexts only.
+    /// A read on the current thread, on a connection of its own; for CLI commands
+    /// and blocking contexts only.
     pub fn read_blocking<R, E, F>(&self, f: F) -> Result<R, E>
     where
         F: FnOnce(&Connection) -> Result<R, E>,
         E: From<DbError>,
     {
-        let conn = self.reads.get().map_err(DbError::from)?;
+        let conn = self.open_reader()?;
         f(&conn)
     }
 

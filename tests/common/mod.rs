@@ -1176,6 +1176,7 @@ pub fn dump_database(path: &Path) -> Vec<(String, Vec<String>)> {
         .prepare(
             "SELECT name FROM sqlite_master WHERE type = 'table'
                AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '%_fts%'
+               AND name NOT LIKE 'messages_cjk%'
              ORDER BY name",
         )
         .expect("list tables")
