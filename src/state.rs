@@ -20,6 +20,10 @@ pub struct AppState {
     pub metrics: Metrics,
     pub data_dir: PathBuf,
     pub started_at: Instant,
+    /// HTTPS, unless `tls.mode = "off"`.
+    pub tls: Option<Arc<crate::tls::Tls>>,
+    /// The `.local` name advertised over mDNS, while it is.
+    pub mdns_name: crate::mdns::NameSlot,
 }
 
 pub type SharedState = Arc<AppState>;

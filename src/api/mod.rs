@@ -181,8 +181,13 @@ impl ClientInfo {
     }
 }
 
+/// The client's address, as the connection layer (src/net) saw it.
+pub fn remote_addr() -> impl Filter<Extract = (Option<SocketAddr>,), Error = Infallible> + Clone {
+    crate::net::peer().map(|peer: Option<crate::net::Peer>| peer.map(|p| p.addr))
+}
+
 pub fn client_info() -> impl Filter<Extract = (ClientInfo,), Error = Rejection> + Clone {
-    warp::addr::remote()
+    remote_addr()
         .and(warp::header::optional::<String>("user-agent"))
         .map(|address, user_agent: Option<String>| ClientInfo {
             address,
