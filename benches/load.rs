@@ -52,6 +52,9 @@ use targets::{Side, Target};
 use workloads::{Flow, Idle, Plan};
 
 fn main() -> ExitCode {
+    // reqwest's rustls uses ring, as the server does.
+    #[allow(deprecated)]
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if std::env::args().nth(1).as_deref() == Some(wire::SUBCOMMAND) {
         return wire::serve_main();
     }

@@ -31,6 +31,7 @@ async fn healthz(state: SharedState) -> Response {
             "status": if db_ok { "ok" } else { "unavailable" },
             "version": env!("CARGO_PKG_VERSION"),
             "db": if db_ok { "ok" } else { "error" },
+            "tls": state.tls.as_ref().map_or("off", |tls| tls.mode()),
         }),
     );
     response.headers_mut().insert(

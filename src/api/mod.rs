@@ -12,6 +12,7 @@ pub mod messages;
 pub mod metrics;
 pub mod search;
 pub mod setup;
+pub mod trust;
 pub mod users;
 pub mod ws;
 
@@ -66,7 +67,11 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
         .boxed();
 
     let metrics = state.metrics.clone();
-    health::routes(state.clone())
+    trust::require_https(state.clone())
+        .or(trust::routes(state.clone()))
+        .unify()
+        .or(health::routes(state.clone()))
+        .unify()
         .or(metrics::routes(state.clone()))
         .unify()
         .or(api)

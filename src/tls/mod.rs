@@ -310,6 +310,69 @@ impl Tls {
     }
 }
 
+/// What `lanchat ca` prints: the CA file, its fingerprint, and one-line
+/// commands that install it machine-wide, for admins who manage many devices.
+pub fn admin_guide(config: &Config) -> Result<String, TlsError> {
+    let dir = config.server.data_dir.join(ca::TLS_DIR);
+    let cert_path = dir.join(ca::CA_CERT_FILE);
+    match config.tls.mode.as_str() {
+        "off" => {
+            return Err(TlsError::Invalid(
+                "HTTPS is off (tls.mode = \"off\"); set it to \"auto\" to get a local certificate authority".into(),
+            ));
+        }
+        "files" => {
+            return Err(TlsError::Invalid(format!(
+                "tls.mode is \"files\": the certificate {} comes from your own authority, which your devices must trust",
+                config.tls.cert_file
+            )));
+        }
+        _ => {}
+    }
+    let pem = std::fs::read_to_string(&cert_path).map_err(|err| {
+        TlsError::file(
+            &cert_path,
+            format!("cannot be read ({err}); the server makes the certificate authority at its first start"),
+        )
+    })?;
+    let der = rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
+        .map(|der: rustls::pki_types::CertificateDer<'static>| der.to_vec())
+        .map_err(|err| TlsError::file(&cert_path, format!("is not a PEM certificate: {err}")))?;
+    let path = std::fs::canonicalize(&cert_path).unwrap_or(cert_path);
+    let p = path.display();
+    Ok(format!(
+        "lanchat's local certificate authority (CA)\n\
+         \n\
+         certificate: {p}\n\
+         private key: {key} (keep it secret; backups include it)\n\
+         SHA-256 fingerprint: {fingerprint}\n\
+         \n\
+         People can install it themselves from the page /trust of the server. To install\n\
+         it on machines you manage, copy the certificate to them and run:\n\
+         \n\
+         Windows, one PC (as administrator):\n\
+         \x20 certutil -addstore -f Root lanchat-ca.crt\n\
+         Windows, every PC of an Active Directory domain (as a domain admin):\n\
+         \x20 certutil -dspublish -f lanchat-ca.crt RootCA\n\
+         \x20 (or Group Policy: Computer Configuration > Policies > Windows Settings > Security\n\
+         \x20 Settings > Public Key Policies > Trusted Root Certification Authorities > Import)\n\
+         macOS:\n\
+         \x20 sudo security add-trusted-cert -d -r trustRoot -k /Library/Keychains/System.keychain lanchat-ca.crt\n\
+         Debian, Ubuntu (system-wide):\n\
+         \x20 sudo cp lanchat-ca.crt /usr/local/share/ca-certificates/ && sudo update-ca-certificates\n\
+         Fedora, RHEL:\n\
+         \x20 sudo cp lanchat-ca.crt /etc/pki/ca-trust/source/anchors/ && sudo update-ca-trust\n\
+         Chrome and Chromium on Linux (per user):\n\
+         \x20 certutil -d sql:$HOME/.pki/nssdb -A -t \"C,,\" -n lanchat -i lanchat-ca.crt\n\
+         Firefox (its own store): Settings > Privacy & Security > Certificates > Import,\n\
+         \x20 or enterprise policy \"Certificates\": {{\"Install\": [\"lanchat-ca.crt\"]}}\n\
+         \n\
+         (lanchat-ca.crt is a copy of the certificate file above.)\n",
+        key = path.with_file_name(ca::CA_KEY_FILE).display(),
+        fingerprint = ca::fingerprint(&der),
+    ))
+}
+
 fn warn_refused(refused: &[String]) {
     if !refused.is_empty() {
         tracing::warn!(
