@@ -360,9 +360,12 @@ pub fn write_archive<W: Write>(
         }
     }
     for archive_path in CA_FILES {
-        if let Some(entry) =
-            append_file(&mut builder, &data_dir.join(archive_path), archive_path, mtime)?
-        {
+        if let Some(entry) = append_file(
+            &mut builder,
+            &data_dir.join(archive_path),
+            archive_path,
+            mtime,
+        )? {
             files.push(entry);
         }
     }

@@ -455,7 +455,10 @@ impl Config {
             }
         }
         if tls.require && tls.mode == "off" {
-            return Err(invalid("tls.require", "needs tls.mode \"auto\" or \"files\""));
+            return Err(invalid(
+                "tls.require",
+                "needs tls.mode \"auto\" or \"files\"",
+            ));
         }
         if tls.cert_days == 0 || tls.cert_days > 825 {
             return Err(invalid(

@@ -62,8 +62,15 @@ impl Mdns {
             types.insert(0, "_https._tcp.local.");
         }
         for ty in types {
-            let info = ServiceInfo::new(ty, instance, &format!("{host}."), (), port, &[("path", "/")][..])
-                .map(ServiceInfo::enable_addr_auto);
+            let info = ServiceInfo::new(
+                ty,
+                instance,
+                &format!("{host}."),
+                (),
+                port,
+                &[("path", "/")][..],
+            )
+            .map(ServiceInfo::enable_addr_auto);
             match info.and_then(|info| daemon.register(info)) {
                 Ok(()) => {}
                 Err(err) => {
@@ -81,7 +88,9 @@ impl Mdns {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Drop for Mdns {
@@ -94,15 +103,12 @@ impl Drop for Mdns {
 
 /// Follows the daemon's events: a host name change after a conflict is
 /// printed, and the certificate is re-issued for the new name.
-fn watch(
-    events: mdns_sd::Receiver<DaemonEvent>,
-    name: NameSlot,
-    tls: Option<Arc<Tls>>,
-) {
+fn watch(events: mdns_sd::Receiver<DaemonEvent>, name: NameSlot, tls: Option<Arc<Tls>>) {
     while let Ok(event) = events.recv() {
         match event {
-            DaemonEvent::NameChange(change) if change.rr_type == mdns_sd::RRType::A
-                || change.rr_type == mdns_sd::RRType::AAAA =>
+            DaemonEvent::NameChange(change)
+                if change.rr_type == mdns_sd::RRType::A
+                    || change.rr_type == mdns_sd::RRType::AAAA =>
             {
                 let new = change.new_name.trim_end_matches('.').to_owned();
                 let old = change.original.trim_end_matches('.').to_owned();

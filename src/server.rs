@@ -209,7 +209,10 @@ fn announce(state: &SharedState, local: SocketAddr) {
             println!("  secure (HTTPS, same port): {}", https.join("  "));
         }
         if let Some(ca) = tls.ca() {
-            let base = http.first().cloned().unwrap_or_else(|| format!("http://{local}"));
+            let base = http
+                .first()
+                .cloned()
+                .unwrap_or_else(|| format!("http://{local}"));
             println!("  each device trusts this server's certificate authority once: {base}/trust");
             println!("  CA fingerprint (SHA-256): {}", ca.fingerprint);
             println!("  (lanchat ca: the CA file and commands to install it on every PC)");

@@ -125,7 +125,11 @@ async fn read_response<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> (Stri
     let mut byte = [0u8; 1];
     while !raw.ends_with(b"\r\n\r\n") {
         let n = stream.read(&mut byte).await.expect("read head");
-        assert!(n > 0, "connection closed in the head: {:?}", String::from_utf8_lossy(&raw));
+        assert!(
+            n > 0,
+            "connection closed in the head: {:?}",
+            String::from_utf8_lossy(&raw)
+        );
         raw.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&raw).to_string();
@@ -156,7 +160,11 @@ async fn https_with_the_local_ca_works_for_loopback_and_host_names_and_http_shar
     let client = https_client(&server, Some(&ca), &["localhost", &host]);
     for name in ["127.0.0.1", "localhost", host.as_str()] {
         let url = format!("https://{name}:{port}/healthz");
-        let response = client.get(&url).send().await.unwrap_or_else(|e| panic!("{url}: {e:?}"));
+        let response = client
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e:?}"));
         assert_eq!(response.status(), 200, "{url}");
         let body: Value = response.json().await.expect("json");
         assert_eq!(body["tls"], "auto");
@@ -177,7 +185,9 @@ async fn https_with_the_local_ca_works_for_loopback_and_host_names_and_http_shar
     let (_, plain_info) = server.get("/api/v1/tls", ANON).await;
     assert_eq!(plain_info["secure"], false, "{plain_info}");
     assert_eq!(plain_info["mode"], "auto");
-    let fingerprint = plain_info["ca"]["fingerprint_sha256"].as_str().expect("fingerprint");
+    let fingerprint = plain_info["ca"]["fingerprint_sha256"]
+        .as_str()
+        .expect("fingerprint");
     assert_eq!(fingerprint.len(), 32 * 3 - 1);
     // The start-up output names it, as does `lanchat ca`.
     let stdout = server.stdout_lines().join("\n");
@@ -186,7 +196,10 @@ async fn https_with_the_local_ca_works_for_loopback_and_host_names_and_http_shar
     let guide = server.sandbox().run(&["ca"], None);
     guide.assert_success();
     assert!(guide.stdout.contains(fingerprint), "{guide}");
-    assert!(guide.stdout.contains("certutil -addstore -f Root"), "{guide}");
+    assert!(
+        guide.stdout.contains("certutil -addstore -f Root"),
+        "{guide}"
+    );
 
     // Without the CA as a root, HTTPS is refused.
     let untrusting = https_client(&server, None, &[]);
@@ -194,7 +207,10 @@ async fn https_with_the_local_ca_works_for_loopback_and_host_names_and_http_shar
         .get(format!("https://127.0.0.1:{port}/healthz"))
         .send()
         .await;
-    assert!(refused.is_err(), "an unknown CA must not be trusted: {refused:?}");
+    assert!(
+        refused.is_err(),
+        "an unknown CA must not be trusted: {refused:?}"
+    );
 }
 
 #[tokio::test]
@@ -209,10 +225,19 @@ async fn the_certificate_covers_every_interface_address_and_the_machine_names() 
         .to_string_lossy()
         .to_ascii_lowercase();
     let first = host.split('.').next().expect("label").to_owned();
-    for name in ["localhost", host.as_str(), &format!("{first}.local"), "chat.office.test"] {
+    for name in [
+        "localhost",
+        host.as_str(),
+        &format!("{first}.local"),
+        "chat.office.test",
+    ] {
         assert!(dns.iter().any(|d| d == name), "{name} not in {dns:?}");
     }
-    let mut expected: Vec<IpAddr> = vec!["127.0.0.1".parse().expect("ip"), "::1".parse().expect("ip"), "10.9.8.7".parse().expect("ip")];
+    let mut expected: Vec<IpAddr> = vec![
+        "127.0.0.1".parse().expect("ip"),
+        "::1".parse().expect("ip"),
+        "10.9.8.7".parse().expect("ip"),
+    ];
     for interface in if_addrs::get_if_addrs().expect("interfaces") {
         let ip = interface.ip();
         let link_local_v6 = matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
@@ -253,25 +278,38 @@ async fn an_expiring_certificate_is_reissued_without_dropping_open_connections()
     let (status, _) = keep_alive_get(&mut kept, "/healthz").await;
     assert!(status.contains("200"), "{status}");
     let ws_tls = tls_connect(&server, config.clone(), "localhost").await;
-    let url = format!("wss://localhost:{}/api/v1/ws?token={}", server.addr().port(), alice.access_token);
-    let (mut ws, _) = tokio_tungstenite::client_async(url, ws_tls).await.expect("wss handshake");
+    let url = format!(
+        "wss://localhost:{}/api/v1/ws?token={}",
+        server.addr().port(),
+        alice.access_token
+    );
+    let (mut ws, _) = tokio_tungstenite::client_async(url, ws_tls)
+        .await
+        .expect("wss handshake");
     use futures_util::{SinkExt, StreamExt};
-    let _hello = tokio::time::timeout(REQUEST_TIMEOUT, ws.next()).await.expect("hello");
+    let _hello = tokio::time::timeout(REQUEST_TIMEOUT, ws.next())
+        .await
+        .expect("hello");
 
     let deadline = std::time::Instant::now() + CHANGE_DEADLINE;
     loop {
         if served_leaf(&server, &ca).await != first_leaf {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no new certificate within {CHANGE_DEADLINE:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new certificate within {CHANGE_DEADLINE:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Both old connections still work.
     let (status, _) = keep_alive_get(&mut kept, "/healthz").await;
     assert!(status.contains("200"), "{status}");
-    ws.send(tokio_tungstenite::tungstenite::Message::text(r#"{"type":"ping"}"#))
-        .await
-        .expect("send on the old WebSocket");
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        r#"{"type":"ping"}"#,
+    ))
+    .await
+    .expect("send on the old WebSocket");
     let pong = loop {
         let frame = tokio::time::timeout(REQUEST_TIMEOUT, ws.next())
             .await
@@ -298,7 +336,8 @@ fn test_pki(names: &[&str], days_valid: (i64, i64)) -> (Vec<u8>, String, String)
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().expect("key");
     let mut params =
-        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("params");
+        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("params");
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now + time::Duration::days(days_valid.0);
     params.not_after = now + time::Duration::days(days_valid.1);
@@ -328,7 +367,14 @@ async fn files_mode_serves_the_given_certificate_and_reloads_it_when_it_changes(
     let server = TestServer::start_in(sandbox, options).await;
     let client = https_client(&server, Some(&ca), &["localhost"]);
     let url = format!("https://localhost:{}/healthz", server.addr().port());
-    let body: Value = client.get(&url).send().await.expect("https").json().await.expect("json");
+    let body: Value = client
+        .get(&url)
+        .send()
+        .await
+        .expect("https")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(body["tls"], "files");
     // No local CA to hand out in this mode.
     let (status, _) = server.get("/ca.crt", ANON).await;
@@ -340,7 +386,11 @@ async fn files_mode_serves_the_given_certificate_and_reloads_it_when_it_changes(
     let new_client = https_client(&server, Some(&new_ca), &["localhost"]);
     let deadline = std::time::Instant::now() + CHANGE_DEADLINE;
     while new_client.get(&url).send().await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "the new files were not loaded\n{}", server.stderr());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new files were not loaded\n{}",
+            server.stderr()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -351,12 +401,37 @@ async fn files_mode_refuses_bad_files_at_start_naming_them_and_writing_nothing()
     let (_, _, other_key) = test_pki(&["localhost"], (-1, 30));
     let (_, expired_chain, expired_key) = test_pki(&["localhost"], (-30, -1));
     let cases: Vec<(&str, Option<&str>, Option<&str>, &str)> = vec![
-        ("missing certificate", None, Some(&key), "server.crt: cannot be read"),
-        ("missing key", Some(&chain), None, "server.key: cannot be read"),
+        (
+            "missing certificate",
+            None,
+            Some(&key),
+            "server.crt: cannot be read",
+        ),
+        (
+            "missing key",
+            Some(&chain),
+            None,
+            "server.key: cannot be read",
+        ),
         ("not PEM", Some("hello"), Some(&key), "holds no certificate"),
-        ("key of another certificate", Some(&chain), Some(&other_key), "does not belong to the certificate"),
-        ("expired", Some(&expired_chain), Some(&expired_key), "expired on"),
-        ("no key in the key file", Some(&chain), Some(&chain), "no usable PEM private key"),
+        (
+            "key of another certificate",
+            Some(&chain),
+            Some(&other_key),
+            "does not belong to the certificate",
+        ),
+        (
+            "expired",
+            Some(&expired_chain),
+            Some(&expired_key),
+            "expired on",
+        ),
+        (
+            "no key in the key file",
+            Some(&chain),
+            Some(&chain),
+            "no usable PEM private key",
+        ),
     ];
     for (what, cert, key_pem, expected) in cases {
         let sandbox = Sandbox::new();
@@ -380,7 +455,10 @@ async fn files_mode_refuses_bad_files_at_start_naming_them_and_writing_nothing()
         );
         let stderr = out.assert_failure();
         assert!(stderr.contains(expected), "{what}: {out}");
-        assert!(!sandbox.data_dir().exists(), "{what}: the data directory was written");
+        assert!(
+            !sandbox.data_dir().exists(),
+            "{what}: the data directory was written"
+        );
     }
 }
 
@@ -393,11 +471,16 @@ async fn tls_off_serves_plain_http_only_and_refuses_a_handshake_cleanly() {
     let (status, _) = server.get("/ca.crt", ANON).await;
     assert_eq!(status, 404);
     let client = https_client(&server, None, &[]);
-    assert!(client
-        .get(format!("https://127.0.0.1:{}/healthz", server.addr().port()))
-        .send()
-        .await
-        .is_err());
+    assert!(
+        client
+            .get(format!(
+                "https://127.0.0.1:{}/healthz",
+                server.addr().port()
+            ))
+            .send()
+            .await
+            .is_err()
+    );
     let (status, _) = server.get("/healthz", ANON).await;
     assert_eq!(status, 200);
 }
@@ -413,14 +496,19 @@ async fn malformed_client_hellos_and_plain_text_in_tls_are_closed_and_harm_nothi
         .expect("write");
     let mut buf = Vec::new();
     let read = tokio::time::timeout(REQUEST_TIMEOUT, tcp.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "a malformed ClientHello must end the connection");
+    assert!(
+        read.is_ok(),
+        "a malformed ClientHello must end the connection"
+    );
     // A TLS session, then plain HTTP inside it is just an HTTP request.
     let mut tls = tls_connect(&server, rustls_config(&ca), "localhost").await;
     let (status, _) = keep_alive_get(&mut tls, "/healthz").await;
     assert!(status.contains("200"));
     // Garbage where HTTP is expected gets a 400 or a close, not a crash.
     let mut tcp = TcpStream::connect(server.addr()).await.expect("connect");
-    tcp.write_all(b"\x01\x02\x03 not http\r\n\r\n").await.expect("write");
+    tcp.write_all(b"\x01\x02\x03 not http\r\n\r\n")
+        .await
+        .expect("write");
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(REQUEST_TIMEOUT, tcp.read_to_end(&mut buf)).await;
     let (status, _) = server.get("/healthz", ANON).await;
@@ -435,7 +523,9 @@ async fn a_stalled_tls_handshake_is_closed() {
     .await;
     let mut tcp = TcpStream::connect(server.addr()).await.expect("connect");
     // The start of a ClientHello record, and nothing more.
-    tcp.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await.expect("write");
+    tcp.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .expect("write");
     let mut buf = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut buf)).await;
     assert!(closed.is_ok(), "the stalled handshake was not closed");
@@ -448,13 +538,28 @@ async fn a_stalled_tls_handshake_is_closed() {
 #[tokio::test]
 async fn the_trust_page_and_the_ca_downloads_work_over_plain_http() {
     let server = TestServer::start().await;
-    let response = server.client().get(server.url("/trust")).send().await.expect("trust");
+    let response = server
+        .client()
+        .get(server.url("/trust"))
+        .send()
+        .await
+        .expect("trust");
     assert_eq!(response.status(), 200);
-    assert!(response.headers()["content-type"].to_str().expect("type").starts_with("text/html"));
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .expect("type")
+            .starts_with("text/html")
+    );
     assert!(response.headers().contains_key("content-security-policy"));
     let page = response.text().await.expect("page");
     assert!(page.contains("/js/trust.js") && page.contains("/ca.crt"));
-    let pem = server.client().get(server.url("/ca.pem")).send().await.expect("pem");
+    let pem = server
+        .client()
+        .get(server.url("/ca.pem"))
+        .send()
+        .await
+        .expect("pem");
     assert_eq!(pem.headers()["content-type"], "application/x-pem-file");
     let pem = pem.text().await.expect("text");
     assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
@@ -465,17 +570,24 @@ async fn the_trust_page_and_the_ca_downloads_work_over_plain_http() {
         .send()
         .await
         .expect("profile");
-    assert_eq!(profile.headers()["content-type"], "application/x-apple-aspen-config");
+    assert_eq!(
+        profile.headers()["content-type"],
+        "application/x-apple-aspen-config"
+    );
     let profile = profile.text().await.expect("text");
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
-    assert!(profile.contains(&format!("<data>{b64}</data>")), "{profile}");
+    assert!(
+        profile.contains(&format!("<data>{b64}</data>")),
+        "{profile}"
+    );
     assert!(profile.contains("com.apple.security.root"));
 }
 
 #[tokio::test]
 async fn tls_require_redirects_plain_http_except_the_trust_page() {
-    let server = TestServer::start_with(ServerOptions::new().env("LANCHAT_TLS_REQUIRE", "true")).await;
+    let server =
+        TestServer::start_with(ServerOptions::new().env("LANCHAT_TLS_REQUIRE", "true")).await;
     let no_redirects = reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
@@ -492,8 +604,18 @@ async fn tls_require_redirects_plain_http_except_the_trust_page() {
         response.headers()["location"],
         format!("https://127.0.0.1:{port}/api/v1/users/me?x=1").as_str()
     );
-    for path in ["/trust", "/ca.crt", "/healthz", "/api/v1/tls", "/js/trust.js"] {
-        let response = no_redirects.get(server.url(path)).send().await.expect("get");
+    for path in [
+        "/trust",
+        "/ca.crt",
+        "/healthz",
+        "/api/v1/tls",
+        "/js/trust.js",
+    ] {
+        let response = no_redirects
+            .get(server.url(path))
+            .send()
+            .await
+            .expect("get");
         assert_eq!(response.status(), 200, "{path}");
     }
     let ca = ca_der(&server).await;

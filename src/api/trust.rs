@@ -50,10 +50,7 @@ fn ca_file(file: &str, state: &SharedState) -> Result<Response, Rejection> {
     let (mime, disposition) = match file {
         "ca.crt" => ("application/x-x509-ca-cert", "lanchat-ca.crt"),
         "ca.pem" => ("application/x-pem-file", "lanchat-ca.pem"),
-        "ca.mobileconfig" => (
-            crate::tls::profile::CONTENT_TYPE,
-            "lanchat-ca.mobileconfig",
-        ),
+        "ca.mobileconfig" => (crate::tls::profile::CONTENT_TYPE, "lanchat-ca.mobileconfig"),
         _ => return Err(warp::reject::not_found()),
     };
     let Some(ca) = state.tls.as_ref().and_then(|tls| tls.ca()) else {

@@ -13,12 +13,13 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio_rustls::server::TlsStream;
 
-/// After the server closes its side, how long and how much of what the client
-/// still sends is read and dropped before the socket is closed. Closing with
-/// unread data makes the kernel send a reset, which can destroy the response
-/// the client has not read yet.
-const LINGER_TIME: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 1024 * 1024;
+/// After the server closes its side, what the client still sends is read and
+/// dropped until it closes too, stays silent this long, or the total time
+/// runs out. Closing with unread data makes the kernel send a reset, which can
+/// destroy the response the client has not read yet (a client may well finish
+/// sending a large upload before it reads the early answer).
+const LINGER_SILENCE: Duration = Duration::from_secs(2);
+const LINGER_TOTAL: Duration = Duration::from_secs(30);
 
 pub enum Stream {
     Plain(TcpStream),
@@ -124,7 +125,10 @@ impl Activity {
 
     /// A response was sent completely (or abandoned).
     pub fn request_finished(&self) {
-        let left = self.in_flight.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+        let left = self
+            .in_flight
+            .fetch_sub(1, Ordering::AcqRel)
+            .saturating_sub(1);
         if left == 0 && self.phase().0 == Phase::Busy {
             self.set(Phase::Idle);
         }
@@ -185,12 +189,11 @@ impl Drop for Watched {
 async fn linger(mut tcp: TcpStream, _permit: OwnedSemaphorePermit) {
     // Normally already done by the TLS close or hyper's shutdown.
     let _ = tcp.shutdown().await;
-    let deadline = tokio::time::Instant::now() + LINGER_TIME;
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut dropped = 0;
-    while dropped < LINGER_BYTES {
-        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => dropped += n,
+    let deadline = tokio::time::Instant::now() + LINGER_TOTAL;
+    let mut buf = vec![0u8; 64 * 1024];
+    while tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(LINGER_SILENCE, tcp.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
             _ => break,
         }
     }

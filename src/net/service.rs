@@ -122,11 +122,8 @@ pub struct ConnService<S> {
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for ConnService<S>
 where
-    S: hyper::service::Service<
-            Request<RequestBody>,
-            Response = Response<B>,
-            Error = Infallible,
-        > + Clone
+    S: hyper::service::Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>
+        + Clone
         + Send
         + 'static,
     S::Future: Send,

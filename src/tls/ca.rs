@@ -268,7 +268,10 @@ fn create(server_name: &str, names: &Names) -> Result<(KeyPair, Vec<u8>), TlsErr
         format!("{server_name} local CA ({host})")
     };
     // Common names are limited to 64 characters.
-    dn.push(DnType::CommonName, label.chars().take(64).collect::<String>());
+    dn.push(
+        DnType::CommonName,
+        label.chars().take(64).collect::<String>(),
+    );
     dn.push(DnType::OrganizationName, "lanchat");
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -439,8 +442,8 @@ mod tests {
         assert_eq!(issued.names.len(), wanted.len() - 2);
 
         // Loaded again: same CA, same constraints.
-        let (again, created) = LocalCa::load_or_create(dir.path(), "lanchat", &Names::default())
-            .expect("reload");
+        let (again, created) =
+            LocalCa::load_or_create(dir.path(), "lanchat", &Names::default()).expect("reload");
         assert!(!created);
         assert_eq!(again.public.fingerprint, ca.public.fingerprint);
         assert_eq!(again.issue(&wanted, 1).expect("issue").refused.len(), 2);

@@ -64,9 +64,8 @@ impl FilePaths {
                 "holds no certificate (expected PEM blocks \"BEGIN CERTIFICATE\", the server's first)",
             ));
         };
-        let (_, parsed) = x509_parser::parse_x509_certificate(leaf).map_err(|e| {
-            TlsError::file(&self.cert, format!("has a damaged certificate: {e}"))
-        })?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
+            .map_err(|e| TlsError::file(&self.cert, format!("has a damaged certificate: {e}")))?;
         let validity = parsed.validity();
         let not_before = validity.not_before.to_datetime();
         let not_after = validity.not_after.to_datetime();
@@ -116,5 +115,10 @@ impl FilePaths {
 }
 
 fn day(at: OffsetDateTime) -> String {
-    format!("{:04}-{:02}-{:02}", at.year(), u8::from(at.month()), at.day())
+    format!(
+        "{:04}-{:02}-{:02}",
+        at.year(),
+        u8::from(at.month()),
+        at.day()
+    )
 }

@@ -51,9 +51,15 @@ pub fn is_dns_name(name: &str) -> bool {
 
 /// This machine's host name, lower-cased ("" when it has none usable).
 pub fn host_name() -> String {
-    let name = gethostname::gethostname().to_string_lossy().to_ascii_lowercase();
+    let name = gethostname::gethostname()
+        .to_string_lossy()
+        .to_ascii_lowercase();
     let name = name.trim_end_matches('.').to_owned();
-    if is_dns_name(&name) { name } else { String::new() }
+    if is_dns_name(&name) {
+        name
+    } else {
+        String::new()
+    }
 }
 
 /// Every address of this machine's interfaces that a client elsewhere could
@@ -112,12 +118,27 @@ mod tests {
     #[test]
     fn names_are_sorted_into_addresses_and_dns_names() {
         let mut names = Names::default();
-        for name in ["Office.LOCAL.", "10.0.0.5", "[fd00::1]", "bad name", "*.x", ""] {
+        for name in [
+            "Office.LOCAL.",
+            "10.0.0.5",
+            "[fd00::1]",
+            "bad name",
+            "*.x",
+            "",
+        ] {
             names.add(name);
         }
         assert!(names.dns.contains("office.local"));
-        assert!(names.ips.contains(&"10.0.0.5".parse::<IpAddr>().expect("ip")));
-        assert!(names.ips.contains(&"fd00::1".parse::<IpAddr>().expect("ip")));
+        assert!(
+            names
+                .ips
+                .contains(&"10.0.0.5".parse::<IpAddr>().expect("ip"))
+        );
+        assert!(
+            names
+                .ips
+                .contains(&"fd00::1".parse::<IpAddr>().expect("ip"))
+        );
         assert_eq!(names.len(), 3);
         let now = current(Some("lanchat.local"), &["chat.example".into()]);
         for must in ["localhost", "lanchat.local", "chat.example"] {

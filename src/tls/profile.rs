@@ -90,7 +90,10 @@ mod tests {
             name: "R&D <lab> CA".into(),
         };
         let xml = mobileconfig(&ca, "Office \"chat\" & co");
-        assert!(xml.contains("<string>R&amp;D &lt;lab&gt; CA</string>"), "{xml}");
+        assert!(
+            xml.contains("<string>R&amp;D &lt;lab&gt; CA</string>"),
+            "{xml}"
+        );
         assert!(xml.contains("Office \"chat\" &amp; co"), "{xml}");
         assert!(xml.contains("<data>AQID</data>"));
         assert!(xml.contains("com.apple.security.root"));
