@@ -96,3 +96,97 @@ async fn web_client_in_headless_chromium() {
         "the browser suite ran no test:\n{stdout}"
     );
 }
+
+/// The secure-connection flow (tests/browser/tls.spec.mjs): Chromium on the
+/// name office.test, the server's CA trusted through an NSS database made with
+/// certutil in a temporary HOME, as the trust page tells a Linux user to do.
+#[tokio::test]
+async fn secure_connection_in_headless_chromium() {
+    let browser = chromium();
+    assert!(
+        browser.exists(),
+        "the browser tests need Chromium at {}",
+        browser.display()
+    );
+    let dir = suite_dir();
+    install_suite(&dir);
+    let server = TestServer::start_with(
+        ServerOptions::new()
+            .admin(ADMIN)
+            .env("LANCHAT_TLS_NAMES", r#"["office.test"]"#),
+    )
+    .await;
+    let (_, info) = server.get("/api/v1/tls", ANON).await;
+    let fingerprint = info["ca"]["fingerprint_sha256"]
+        .as_str()
+        .expect("the CA fingerprint")
+        .to_owned();
+    let pem = server
+        .client()
+        .get(server.url("/ca.pem"))
+        .send()
+        .await
+        .expect("GET /ca.pem")
+        .text()
+        .await
+        .expect("PEM");
+    let home = tempfile::tempdir().expect("temporary HOME");
+    let nssdb = home.path().join(".pki/nssdb");
+    std::fs::create_dir_all(&nssdb).expect("mkdir nssdb");
+    let ca_file = home.path().join("lanchat-ca.pem");
+    std::fs::write(&ca_file, pem).expect("write the CA");
+    let db = format!("sql:{}", nssdb.display());
+    for args in [
+        vec!["-N", "-d", db.as_str(), "--empty-password"],
+        vec![
+            "-A",
+            "-d",
+            db.as_str(),
+            "-n",
+            "lanchat",
+            "-t",
+            "C,,",
+            "-i",
+            ca_file.to_str().expect("utf-8 path"),
+        ],
+    ] {
+        let status = Command::new("certutil")
+            .args(&args)
+            .status()
+            .expect("certutil (Debian: apt-get install libnss3-tools) must be installed");
+        assert!(status.success(), "certutil {args:?} failed");
+    }
+    let output = tokio::task::spawn_blocking({
+        let port = server.addr().port().to_string();
+        let url = server.base_url().to_owned();
+        let home = home.path().to_owned();
+        let dir = dir.clone();
+        move || {
+            Command::new("node")
+                .args(["--test", "--test-concurrency=1", "tls.spec.mjs"])
+                .current_dir(&dir)
+                .env("LANCHAT_PORT", port)
+                .env("LANCHAT_URL", url)
+                .env("LANCHAT_FINGERPRINT", fingerprint)
+                .env("CHROMIUM", &browser)
+                .env("HOME", home)
+                .output()
+                .expect("node must be installed to run the browser tests")
+        }
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "secure-connection suite failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- server log\n{}",
+        server.stderr()
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("# pass") && !l.trim().ends_with(" 0")),
+        "the secure-connection suite ran no test:\n{stdout}"
+    );
+}

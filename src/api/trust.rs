@@ -62,7 +62,7 @@ fn ca_file(file: &str, state: &SharedState) -> Result<Response, Rejection> {
     let body: Vec<u8> = match file {
         "ca.crt" => ca.der.clone(),
         "ca.pem" => ca.pem.clone().into_bytes(),
-        _ => crate::tls::profile::mobileconfig(ca, &&state.settings.get().server_name).into_bytes(),
+        _ => crate::tls::profile::mobileconfig(ca, &state.settings.get().server_name).into_bytes(),
     };
     let response = HttpResponse::builder()
         .header(header::CONTENT_TYPE, mime)

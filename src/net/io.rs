@@ -71,6 +71,12 @@ pub struct Activity {
     pub changed: Notify,
 }
 
+impl Default for Activity {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Activity {
     pub fn new() -> Activity {
         Activity {

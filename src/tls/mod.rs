@@ -56,7 +56,7 @@ impl ResolvesServerCert for CurrentCert {
 
 enum Source {
     Auto {
-        ca: LocalCa,
+        ca: Box<LocalCa>,
         extra: Vec<String>,
         cert_days: u32,
         renew_days: u32,
@@ -141,7 +141,7 @@ impl Tls {
                     names: issued.names,
                 };
                 let source = Source::Auto {
-                    ca,
+                    ca: Box::new(ca),
                     extra: config.tls.names.clone(),
                     cert_days: config.tls.cert_days,
                     renew_days: config.tls.renew_days,
