@@ -93,6 +93,16 @@ pub struct FileEntry {
     pub sha256: String,
 }
 
+impl Manifest {
+    /// How many attachment files the archive holds (the CA files aside).
+    pub fn attachment_count(&self) -> usize {
+        self.files
+            .iter()
+            .filter(|f| f.path.starts_with(&format!("{FILES_DIR}/")))
+            .count()
+    }
+}
+
 /// One backup at a time per process: each needs a full copy's worth of disk.
 static RUNNING: Mutex<()> = Mutex::new(());
 
@@ -880,7 +890,7 @@ async fn run_scheduled(state: &crate::state::SharedState, dir: &Path, keep: usiz
         Ok(Ok(Some((dest, manifest, size, removed)))) => tracing::info!(
             path = %dest.display(),
             bytes = size,
-            files = manifest.files.len(),
+            files = manifest.attachment_count(),
             pruned = removed.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "scheduled backup written"

@@ -323,7 +323,7 @@ fn backup(config: &Config, file: &std::path::Path) -> Result<(), CliError> {
         file.display(),
         bytes,
         manifest.schema_version,
-        manifest.files.len()
+        manifest.attachment_count()
     );
     Ok(())
 }
@@ -339,7 +339,7 @@ fn restore(config: &Config, file: &std::path::Path) -> Result<(), CliError> {
         crate::backup::utc_stamp(manifest.created_at),
         manifest.lanchat_version,
         manifest.schema_version,
-        manifest.files.len()
+        manifest.attachment_count()
     );
     println!(
         "start the server on it with: lanchat --data-dir {}",

@@ -15,13 +15,18 @@ struct Namespace(String);
 
 impl Drop for Namespace {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
     }
 }
 
 fn make_namespace() -> Option<Namespace> {
     let name = format!("lanchat-mdns-{}", std::process::id());
-    let made = Command::new("ip").args(["netns", "add", &name]).status().ok()?;
+    let made = Command::new("ip")
+        .args(["netns", "add", &name])
+        .status()
+        .ok()?;
     if !made.success() {
         return None;
     }
@@ -32,10 +37,30 @@ fn make_namespace() -> Option<Namespace> {
         .ok()?;
     // Multicast on loopback needs the flag and a route for 224.0.0.0/4.
     let _ = Command::new("ip")
-        .args(["netns", "exec", &ns.0, "ip", "link", "set", "lo", "multicast", "on"])
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            "ip",
+            "link",
+            "set",
+            "lo",
+            "multicast",
+            "on",
+        ])
         .status();
     let _ = Command::new("ip")
-        .args(["netns", "exec", &ns.0, "ip", "route", "add", "224.0.0.0/4", "dev", "lo"])
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            "ip",
+            "route",
+            "add",
+            "224.0.0.0/4",
+            "dev",
+            "lo",
+        ])
         .status();
     up.success().then_some(ns)
 }
