@@ -29,12 +29,23 @@ const ALWAYS_PLAIN: &[&str] = &[
     "/favicon.svg",
 ];
 
+const CA_FILES: &[&str] = &["ca.crt", "ca.pem", "ca.mobileconfig"];
+
 pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
     let trust = warp::path!("trust")
         .and(warp::get().or(warp::head()).unify())
         .and(warp::header::optional::<String>("if-none-match"))
         .map(|etag: Option<String>| crate::static_files::page("trust.html", etag.as_deref()));
+    // The name is checked before the method, so other one-segment paths keep
+    // their own 404 or 405.
     let ca = warp::path!(String)
+        .and_then(|file: String| async move {
+            if CA_FILES.contains(&file.as_str()) {
+                Ok(file)
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
         .and(warp::get().or(warp::head()).unify())
         .and(with_state(state.clone()))
         .and_then(|file: String, state: SharedState| async move { ca_file(&file, &state) });
