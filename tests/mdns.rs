@@ -1,15 +1,18 @@
 //! mDNS: the server's `.local` name resolves through the `mdns-sd` crate's own
-//! browser. Multicast stays inside a network namespace made for the test, with
-//! only a loopback interface: the server runs there (`ip netns exec`), and the
-//! browser's daemon thread is started from a thread moved into it (setns). Needs
-//! root and iproute2; skipped with a message otherwise.
+//! browser, and a second server wanting the same name takes `<name>-2.local`.
+//! Multicast stays inside a network namespace made for the test, with only a
+//! loopback interface: the servers run there (`ip netns exec`), and the
+//! browser's daemon thread is started from a thread moved into it (setns).
+//! Needs root and iproute2 (CI has both); skipped with a message otherwise.
 
 mod common;
 use common::*;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::net::IpAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
 
 struct Namespace(String);
 
@@ -21,89 +24,86 @@ impl Drop for Namespace {
     }
 }
 
-fn make_namespace() -> Option<Namespace> {
-    let name = format!("lanchat-mdns-{}", std::process::id());
-    let made = Command::new("ip")
-        .args(["netns", "add", &name])
+fn run(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stderr(Stdio::null())
         .status()
-        .ok()?;
-    if !made.success() {
-        return None;
-    }
-    let ns = Namespace(name);
-    let up = Command::new("ip")
-        .args(["netns", "exec", &ns.0, "ip", "link", "set", "lo", "up"])
-        .status()
-        .ok()?;
-    // Multicast on loopback needs the flag and a route for 224.0.0.0/4.
-    let _ = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.0,
-            "ip",
-            "link",
-            "set",
-            "lo",
-            "multicast",
-            "on",
-        ])
-        .status();
-    let _ = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.0,
-            "ip",
-            "route",
-            "add",
-            "224.0.0.0/4",
-            "dev",
-            "lo",
-        ])
-        .status();
-    up.success().then_some(ns)
+        .is_ok_and(|s| s.success())
 }
 
-#[test]
-fn the_advertised_name_resolves_with_the_mdns_sd_browser() {
-    let Some(ns) = make_namespace() else {
-        eprintln!("skipped: creating a network namespace needs root and iproute2");
-        return;
-    };
-    let sandbox = Sandbox::new();
-    let name = format!("lanchat-t{}", std::process::id());
-    let mut server = Command::new("ip")
+/// Two namespaces joined by a veth pair (a two-machine LAN, 10.231.0.1 and
+/// .2), each with its loopback up; multicast stays on that link.
+fn make_lan() -> Option<(Namespace, Namespace)> {
+    let id = std::process::id();
+    let (a, b) = (format!("lanchat-mdns-a{id}"), format!("lanchat-mdns-b{id}"));
+    if !run(&["netns", "add", &a]) {
+        return None;
+    }
+    let a = Namespace(a);
+    if !run(&["netns", "add", &b]) {
+        return None;
+    }
+    let b = Namespace(b);
+    let (va, vb) = (format!("lcm{id}a"), format!("lcm{id}b"));
+    let ok = run(&["link", "add", &va, "type", "veth", "peer", "name", &vb])
+        && run(&["link", "set", &va, "netns", &a.0])
+        && run(&["link", "set", &vb, "netns", &b.0]);
+    if !ok {
+        return None;
+    }
+    for (ns, dev, addr) in [(&a, &va, "10.231.0.1/24"), (&b, &vb, "10.231.0.2/24")] {
+        let ok = run(&["-n", &ns.0, "link", "set", "lo", "up"])
+            && run(&["-n", &ns.0, "addr", "add", addr, "dev", dev])
+            && run(&["-n", &ns.0, "link", "set", dev, "up"])
+            && run(&["-n", &ns.0, "route", "add", "224.0.0.0/4", "dev", dev]);
+        if !ok {
+            return None;
+        }
+    }
+    Some((a, b))
+}
+
+/// A lanchat server in the namespace with mDNS on, and its stdout lines.
+fn start_server(ns: &Namespace, sandbox: &Sandbox, name: &str) -> (Child, Receiver<String>) {
+    let mut child = Command::new("ip")
         .args(["netns", "exec", &ns.0, BIN, "--data-dir"])
         .arg(sandbox.data_dir())
-        .args(["--listen", "127.0.0.1:0"])
-        .env("LANCHAT_MDNS_NAME", &name)
+        .args(["--listen", "0.0.0.0:0"])
+        .env("LANCHAT_MDNS_NAME", name)
         .env("LANCHAT_MDNS_ENABLED", "true")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn lanchat in the namespace");
-    let stdout = server.stdout.take().expect("stdout");
+    let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let _ = tx.send(line);
         }
     });
-    let deadline = std::time::Instant::now() + START_DEADLINE;
+    (child, rx)
+}
+
+/// Stdout lines until one contains `needle` (or the deadline passes).
+fn lines_until(rx: &Receiver<String>, needle: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
     let mut lines = Vec::new();
-    while !lines.iter().any(|l: &String| l.contains(".local")) {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
+    while !lines.iter().any(|l: &String| l.contains(needle)) {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) => lines.push(line),
             Err(_) => break,
         }
     }
-    let host = format!("{name}.local.");
-    let printed = lines.join("\n");
-    // Resolve from a thread inside the namespace.
+    lines.join("\n")
+}
+
+/// Resolves `host` (with the trailing dot) with mdns-sd inside the namespace.
+fn resolve(ns: &Namespace, host: &str) -> Vec<IpAddr> {
     let ns_path = format!("/var/run/netns/{}", ns.0);
-    let resolved = std::thread::spawn(move || {
+    let host = host.to_owned();
+    std::thread::spawn(move || {
         use std::os::fd::AsRawFd;
         let file = std::fs::File::open(&ns_path).expect("open the namespace");
         // SAFETY: setns on a valid namespace fd; it moves only this thread (and
@@ -129,12 +129,46 @@ fn the_advertised_name_resolves_with_the_mdns_sd_browser() {
         found
     })
     .join()
-    .expect("resolver thread");
-    let _ = server.kill();
-    let _ = server.wait();
-    assert!(printed.contains(&format!("{name}.local")), "{printed}");
+    .expect("resolver thread")
+}
+
+#[test]
+fn the_name_resolves_and_a_taken_name_becomes_name_2() {
+    let Some((ns_a, ns_b)) = make_lan() else {
+        eprintln!("skipped: network namespaces need root and iproute2");
+        return;
+    };
+    let lan_a: IpAddr = "10.231.0.1".parse().expect("ip");
+    let lan_b: IpAddr = "10.231.0.2".parse().expect("ip");
+    let name = format!("lanchat-t{}", std::process::id());
+    let first_dir = Sandbox::new();
+    let (mut first, first_out) = start_server(&ns_a, &first_dir, &name);
+    let printed = lines_until(&first_out, ".local", START_DEADLINE);
     assert!(
-        resolved.iter().any(|ip| ip.is_loopback()),
+        printed.contains(&format!("http://{name}.local:")),
+        "{printed}"
+    );
+    // Resolved from the other machine.
+    let resolved = resolve(&ns_b, &format!("{name}.local."));
+    assert!(
+        resolved.contains(&lan_a),
         "{name}.local did not resolve to the server's address: {resolved:?}"
+    );
+
+    // A server on the other machine asking for the same name gets
+    // <name>-2.local and says so.
+    let second_dir = Sandbox::new();
+    let (mut second, second_out) = start_server(&ns_b, &second_dir, &name);
+    let taken = format!("{name}-2.local");
+    let printed = lines_until(&second_out, &taken, Duration::from_secs(30));
+    let resolved_second = resolve(&ns_a, &format!("{taken}."));
+    for child in [&mut first, &mut second] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(printed.contains("is taken"), "{printed}");
+    assert!(
+        resolved_second.contains(&lan_b),
+        "{taken} did not resolve to the second server: {resolved_second:?}"
     );
 }
