@@ -105,7 +105,8 @@ fn log_request(metrics: &crate::metrics::Metrics, info: warp::log::Info<'_>) {
         path = info.path(),
         status = info.status().as_u16(),
         elapsed_ms = info.elapsed().as_secs_f64() * 1000.0,
-        remote = ?info.remote_addr(),
+        // The client's address and scheme come from the request's span
+        // (src/net/service.rs).
     );
 }
 

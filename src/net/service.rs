@@ -148,29 +148,33 @@ where
         });
         let inner = self.inner.clone();
         let activity = self.activity.clone();
-        Box::pin(async move {
-            // The handler's future (and with it the request body, if unread)
-            // is gone once this completes.
-            let Ok(mut response) = inner.call(request).await;
-            let unread = leftover
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
-            if let Some(body) = unread {
-                // A client waiting for "100 Continue" sends nothing more once
-                // it has the final answer: reading would only invite the body.
-                let drained = !expects_continue && drain(body).await;
-                if !drained {
-                    response
-                        .headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        let span = tracing::info_span!("request", remote = %self.peer.addr, tls = self.peer.tls);
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                // The handler's future (and with it the request body, if unread)
+                // is gone once this completes.
+                let Ok(mut response) = inner.call(request).await;
+                let unread = leftover
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                if let Some(body) = unread {
+                    // A client waiting for "100 Continue" sends nothing more once
+                    // it has the final answer: reading would only invite the body.
+                    let drained = !expects_continue && drain(body).await;
+                    if !drained {
+                        response
+                            .headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
                 }
-            }
-            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                activity.upgraded();
-            }
-            Ok(response.map(|inner| ResponseBody { inner, activity }))
-        })
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    activity.upgraded();
+                }
+                Ok(response.map(|inner| ResponseBody { inner, activity }))
+            },
+            span,
+        ))
     }
 }
 
