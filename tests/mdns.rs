@@ -1,9 +1,10 @@
 //! mDNS: the server's `.local` name resolves through the `mdns-sd` crate's own
 //! browser, and a second server wanting the same name takes `<name>-2.local`.
-//! Multicast stays inside a network namespace made for the test, with only a
-//! loopback interface: the servers run there (`ip netns exec`), and the
-//! browser's daemon thread is started from a thread moved into it (setns).
-//! Needs root and iproute2 (CI has both); skipped with a message otherwise.
+//! Multicast stays on a LAN made for the test: two network namespaces joined by
+//! a veth pair. The servers run in them (`ip netns exec`); the browser's daemon
+//! thread is started from a thread moved into one (setns). Needs root and
+//! iproute2 (CI has both); skipped with a message otherwise.
+#![cfg(target_os = "linux")]
 
 mod common;
 use common::*;
