@@ -193,19 +193,17 @@ fn announce(state: &SharedState, local: SocketAddr) {
         https.push(format!("https://{name}:{}", local.port()));
     }
     let tls = state.tls.as_deref();
-    let open = match tls {
-        // Devices that do not trust the local CA yet start on plain HTTP, where
-        // the page leads them to the trust page.
-        Some(tls) if tls.ca().is_some() && !tls.require => &http,
-        Some(_) => &https,
-        None => &http,
-    };
+    // With the local CA, devices that do not trust it yet start on plain HTTP,
+    // where the page leads them to the trust page. With the office's own
+    // certificate, or HTTPS required, people start on HTTPS.
+    let start_on_https = tls.is_some_and(|tls| tls.ca().is_none() || tls.require);
+    let open = if start_on_https { &https } else { &http };
     for url in open {
         println!("  open {url}");
         tracing::info!(%url, "people on the LAN can open");
     }
     if let Some(tls) = tls {
-        if !std::ptr::eq(open, &https) {
+        if !start_on_https {
             println!("  secure (HTTPS, same port): {}", https.join("  "));
         }
         if let Some(ca) = tls.ca() {
