@@ -365,17 +365,23 @@ impl Bench {
         (lanchat_result, wire_result)
     }
 
+    /// P2's plan: one DM per pair, one pipelined sender each.
+    fn p2_plan(&self) -> Plan {
+        let z = &self.sizes;
+        Plan {
+            room_sizes: vec![2; z.pairs],
+            senders: 1,
+            messages: z.p2_messages,
+            window: z.p2_window,
+        }
+    }
+
     /// P1 and P2 against lanchat over plain WebSockets and over TLS (`wss://`,
     /// the server's local CA trusted), each on a fresh server.
     async fn tls(&mut self) -> Section {
         let count = self.sizes.p1_messages;
         let z = &self.sizes;
-        let plan = Plan {
-            room_sizes: vec![2; z.pairs],
-            senders: 1,
-            messages: z.p2_messages,
-            window: z.p2_window,
-        };
+        let plan = self.p2_plan();
         let (filler, timeout) = (self.filler.clone(), self.timeout);
         let mut p1 = [None, None];
         let mut p2 = [None, None];
@@ -517,12 +523,7 @@ impl Bench {
 
     async fn p2(&mut self) -> Section {
         let z = &self.sizes;
-        let plan = Plan {
-            room_sizes: vec![2; z.pairs],
-            senders: 1,
-            messages: z.p2_messages,
-            window: z.p2_window,
-        };
+        let plan = self.p2_plan();
         let (filler, timeout) = (self.filler.clone(), self.timeout);
         let (l, w) = self
             .both("p2", async |t: &mut Target| {
