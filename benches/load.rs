@@ -52,6 +52,9 @@ use targets::{Side, Target};
 use workloads::{Flow, Idle, Plan};
 
 fn main() -> ExitCode {
+    // reqwest's rustls uses ring, as the server does.
+    #[allow(deprecated)]
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if std::env::args().nth(1).as_deref() == Some(wire::SUBCOMMAND) {
         return wire::serve_main();
     }
@@ -114,7 +117,12 @@ async fn run(cli: Cli, nofile: u64) -> Res<()> {
         "work directory: {} (open files limit {nofile})",
         work.display()
     );
-    let workloads = cli.workloads();
+    // `--tls` alone measures only TLS beside plain.
+    let workloads = if cli.tls && cli.workloads.is_empty() {
+        Vec::new()
+    } else {
+        cli.workloads()
+    };
     let filler = client::filler(sizes.body_bytes.saturating_sub(20));
     let mut bench = Bench {
         timeout: Duration::from_secs(cli.timeout),
@@ -138,6 +146,10 @@ async fn run(cli: Cli, nofile: u64) -> Res<()> {
             Workload::Cold => bench.cold().await,
             Workload::Storage => bench.storage_only().await,
         };
+        bench.report.add(section);
+    }
+    if bench.cli.tls {
+        let section = bench.tls().await;
         bench.report.add(section);
     }
     print!("{}", bench.report.summary());
@@ -353,6 +365,113 @@ impl Bench {
         (lanchat_result, wire_result)
     }
 
+    /// P2's plan: one DM per pair, one pipelined sender each.
+    fn p2_plan(&self) -> Plan {
+        let z = &self.sizes;
+        Plan {
+            room_sizes: vec![2; z.pairs],
+            senders: 1,
+            messages: z.p2_messages,
+            window: z.p2_window,
+        }
+    }
+
+    /// P1 and P2 against lanchat over plain WebSockets and over TLS (`wss://`,
+    /// the server's local CA trusted), each on a fresh server.
+    async fn tls(&mut self) -> Section {
+        let count = self.sizes.p1_messages;
+        let z = &self.sizes;
+        let plan = self.p2_plan();
+        let (filler, timeout) = (self.filler.clone(), self.timeout);
+        let mut p1 = [None, None];
+        let mut p2 = [None, None];
+        for (i, tls) in [false, true].into_iter().enumerate() {
+            let scheme = if tls { "tls" } else { "plain" };
+            for workload in ["p1", "p2"] {
+                let dir = self.dir(&format!("{workload}-{scheme}"));
+                println!(
+                    "-- {workload} over {}",
+                    if tls { "wss://" } else { "ws://" }
+                );
+                let result = async {
+                    let mut target = Target::start(Side::Lanchat, &self.binary, dir).await?;
+                    let result = async {
+                        if tls {
+                            target.use_tls().await?;
+                        }
+                        if workload == "p1" {
+                            workloads::p1(&mut target, count, &filler, timeout).await
+                        } else {
+                            workloads::throughput(&mut target, &plan, &filler, timeout).await
+                        }
+                    }
+                    .await;
+                    target.stop().await;
+                    result
+                }
+                .await;
+                if let Err(err) = &result {
+                    eprintln!("  {workload} over {scheme}: {err}");
+                }
+                if workload == "p1" {
+                    p1[i] = result.ok();
+                } else {
+                    p2[i] = result.ok();
+                }
+            }
+        }
+        let mut s = Section::new(format!(
+            "TLS beside plain: P1 ({count} messages) and P2 ({} pairs × {} messages), fresh servers",
+            z.pairs, z.p2_messages
+        ));
+        s.columns = ("TLS (wss)", "plain (ws)");
+        let [p1_plain, p1_tls] = &p1;
+        let [p2_plain, p2_tls] = &p2;
+        let rate = |f: &Option<Flow>| f.as_ref().filter(|f| f.complete).map(|f| f.rate);
+        compare(
+            &mut s,
+            "P2 delivered messages/s",
+            rate(p2_tls),
+            rate(p2_plain),
+            per_sec,
+        );
+        let p50 = |f: &Option<Flow>| f.as_ref().map(|f| f.latency.p50_ms);
+        let p99 = |f: &Option<Flow>| f.as_ref().map(|f| f.latency.p99_ms);
+        compare(&mut s, "P1 latency p50", p50(p1_tls), p50(p1_plain), ms);
+        compare(&mut s, "P1 latency p99", p99(p1_tls), p99(p1_plain), ms);
+        let p2_met = match (rate(p2_tls), rate(p2_plain)) {
+            (Some(t), Some(p)) => Some(t >= 0.85 * p),
+            _ => None,
+        };
+        s.check(
+            "TLS costs at most 15% of P2",
+            format!(
+                "TLS {} vs plain {}",
+                rate(p2_tls).map(per_sec).unwrap_or("-".into()),
+                rate(p2_plain).map(per_sec).unwrap_or("-".into())
+            ),
+            p2_met,
+        );
+        let p1_met = match (p99(p1_tls), p99(p1_plain)) {
+            (Some(t), Some(p)) => Some(t - p <= 0.1),
+            _ => None,
+        };
+        s.check(
+            "TLS adds at most 0.1 ms to P1 p99",
+            format!(
+                "TLS {} vs plain {}",
+                p99(p1_tls).map(ms).unwrap_or("-".into()),
+                p99(p1_plain).map(ms).unwrap_or("-".into())
+            ),
+            p1_met,
+        );
+        s.data = serde_json::json!({
+            "p1": { "plain": p1_plain, "tls": p1_tls },
+            "p2": { "plain": p2_plain, "tls": p2_tls },
+        });
+        s
+    }
+
     async fn p1(&mut self) -> Section {
         let count = self.sizes.p1_messages;
         let (filler, timeout) = (self.filler.clone(), self.timeout);
@@ -404,12 +523,7 @@ impl Bench {
 
     async fn p2(&mut self) -> Section {
         let z = &self.sizes;
-        let plan = Plan {
-            room_sizes: vec![2; z.pairs],
-            senders: 1,
-            messages: z.p2_messages,
-            window: z.p2_window,
-        };
+        let plan = self.p2_plan();
         let (filler, timeout) = (self.filler.clone(), self.timeout);
         let (l, w) = self
             .both("p2", async |t: &mut Target| {

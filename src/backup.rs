@@ -11,6 +11,8 @@
 //! files/ab/cdef...      attachment files, as stored under <data_dir>/files
 //! manifest.json         written last: it lists what was actually archived
 //! ```
+//! tls/ca.key, ca.crt   the local certificate authority (HTTPS), when there is one:
+//!                       a restored server keeps it, so devices stay trusted
 //! The JWT signing secret is deliberately not included: a restored server makes a
 //! new one (outstanding access tokens lapse; sessions continue by refresh).
 
@@ -32,6 +34,9 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 /// The archive format this binary writes and reads.
 pub const FORMAT: u32 = 1;
 const FILES_DIR: &str = "files";
+/// The local certificate authority, archived so a restore keeps devices trusting
+/// the server.
+const CA_FILES: [&str; 2] = ["tls/ca.key", "tls/ca.crt"];
 /// Directories under `files/` that hold work in progress or caches, never content.
 const SKIPPED_DIRS: &[&str] = &["tmp", "temp", "thumbs", "thumbnails", "cache"];
 /// Prefix of temporary files a backup leaves in the data directory while it runs.
@@ -86,6 +91,16 @@ pub struct FileEntry {
     pub path: String,
     pub size: u64,
     pub sha256: String,
+}
+
+impl Manifest {
+    /// How many attachment files the archive holds (the CA files aside).
+    pub fn attachment_count(&self) -> usize {
+        self.files
+            .iter()
+            .filter(|f| f.path.starts_with(&format!("{FILES_DIR}/")))
+            .count()
+    }
 }
 
 /// One backup at a time per process: each needs a full copy's worth of disk.
@@ -354,6 +369,16 @@ pub fn write_archive<W: Write>(
             files.push(entry);
         }
     }
+    for archive_path in CA_FILES {
+        if let Some(entry) = append_file(
+            &mut builder,
+            &data_dir.join(archive_path),
+            archive_path,
+            mtime,
+        )? {
+            files.push(entry);
+        }
+    }
     let manifest = Manifest {
         format: FORMAT,
         lanchat_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -531,7 +556,9 @@ fn safe_relative_path(path: &Path) -> Option<String> {
         }
     }
     let joined = parts.join("/");
-    let ok = joined == DB_FILE || (parts.len() >= 2 && parts[0] == FILES_DIR);
+    let ok = joined == DB_FILE
+        || CA_FILES.contains(&joined.as_str())
+        || (parts.len() >= 2 && parts[0] == FILES_DIR);
     ok.then_some(joined)
 }
 
@@ -863,7 +890,7 @@ async fn run_scheduled(state: &crate::state::SharedState, dir: &Path, keep: usiz
         Ok(Ok(Some((dest, manifest, size, removed)))) => tracing::info!(
             path = %dest.display(),
             bytes = size,
-            files = manifest.files.len(),
+            files = manifest.attachment_count(),
             pruned = removed.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "scheduled backup written"

@@ -80,6 +80,9 @@ pub enum Command {
         /// The archive to restore (made by `lanchat backup` or the admin API).
         file: PathBuf,
     },
+    /// Show the local certificate authority (HTTPS): its file, fingerprint, and
+    /// the commands that install it on Windows, macOS and Linux machines.
+    Ca,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +165,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         }) => export(&config, conversation, &format, &file),
         Some(Command::Backup { file }) => backup(&config, &file),
         Some(Command::Restore { file }) => restore(&config, &file),
+        Some(Command::Ca) => ca(&config),
         Some(Command::Serve) | None => serve(config),
     }
 }
@@ -319,7 +323,7 @@ fn backup(config: &Config, file: &std::path::Path) -> Result<(), CliError> {
         file.display(),
         bytes,
         manifest.schema_version,
-        manifest.files.len()
+        manifest.attachment_count()
     );
     Ok(())
 }
@@ -335,12 +339,19 @@ fn restore(config: &Config, file: &std::path::Path) -> Result<(), CliError> {
         crate::backup::utc_stamp(manifest.created_at),
         manifest.lanchat_version,
         manifest.schema_version,
-        manifest.files.len()
+        manifest.attachment_count()
     );
     println!(
         "start the server on it with: lanchat --data-dir {}",
         data_dir.display()
     );
+    Ok(())
+}
+
+/// `lanchat ca`: where the local CA is and how to push it to every machine.
+fn ca(config: &Config) -> Result<(), CliError> {
+    let text = crate::tls::admin_guide(config).map_err(|err| CliError::Usage(err.to_string()))?;
+    print!("{text}");
     Ok(())
 }
 

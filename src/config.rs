@@ -35,6 +35,9 @@ pub struct Config {
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub backup: BackupConfig,
+    pub connections: ConnectionsConfig,
+    pub tls: TlsConfig,
+    pub mdns: MdnsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -163,6 +166,90 @@ pub struct BackupConfig {
     pub dir: String,
     /// Scheduled backups kept; older ones are deleted.
     pub keep: u32,
+}
+
+/// How connections are accepted and how long a client may keep one without
+/// making progress (src/net).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ConnectionsConfig {
+    /// Open connections (HTTP, HTTPS and WebSockets together, TLS handshakes
+    /// included); further clients wait in the listen queue.
+    pub max_open: u32,
+    /// Seconds a client has to send a request's headers once it has started.
+    pub header_timeout_secs: u64,
+    /// Seconds an idle keep-alive connection stays open between requests.
+    pub idle_timeout_secs: u64,
+    /// Seconds a client has to complete the TLS handshake (and to send its first
+    /// byte).
+    pub tls_handshake_timeout_secs: u64,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        ConnectionsConfig {
+            max_open: 20_000,
+            header_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            tls_handshake_timeout_secs: 5,
+        }
+    }
+}
+
+/// HTTPS (src/tls).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct TlsConfig {
+    /// "auto": a local certificate authority in the data directory issues the
+    /// server's certificate; "files": `cert_file` and `key_file`; "off".
+    pub mode: String,
+    /// PEM certificate chain, leaf first (mode "files").
+    pub cert_file: String,
+    /// PEM private key (mode "files").
+    pub key_file: String,
+    /// Plain HTTP redirects to HTTPS, except the trust page, the CA and /healthz.
+    pub require: bool,
+    /// More DNS names or addresses the certificate covers (mode "auto").
+    pub names: Vec<String>,
+    /// Lifetime of an issued server certificate, in days (mode "auto").
+    pub cert_days: u32,
+    /// Re-issue this many days before the certificate expires (mode "auto").
+    pub renew_days: u32,
+    /// How often addresses, expiry and the files are checked, in seconds.
+    pub check_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            mode: "auto".into(),
+            cert_file: String::new(),
+            key_file: String::new(),
+            require: false,
+            names: Vec::new(),
+            cert_days: 397,
+            renew_days: 30,
+            check_secs: 60,
+        }
+    }
+}
+
+/// Multicast DNS: the server's `<name>.local` (src/mdns.rs).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct MdnsConfig {
+    pub enabled: bool,
+    /// The host name to advertise, without `.local`.
+    pub name: String,
+}
+
+impl Default for MdnsConfig {
+    fn default() -> Self {
+        MdnsConfig {
+            enabled: true,
+            name: "lanchat".into(),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -366,6 +453,76 @@ impl Config {
         }
         if !self.backup.every.is_empty() {
             parse_duration(&self.backup.every).map_err(|m| invalid("backup.every", &m))?;
+        }
+        self.validate_network()?;
+        Ok(())
+    }
+
+    /// The `connections`, `tls` and `mdns` sections.
+    fn validate_network(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        };
+        let c = &self.connections;
+        if c.max_open < 16 {
+            return Err(invalid("connections.max_open", "must be at least 16"));
+        }
+        for (key, value) in [
+            ("connections.header_timeout_secs", c.header_timeout_secs),
+            ("connections.idle_timeout_secs", c.idle_timeout_secs),
+            (
+                "connections.tls_handshake_timeout_secs",
+                c.tls_handshake_timeout_secs,
+            ),
+            ("tls.check_secs", self.tls.check_secs),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        let tls = &self.tls;
+        match tls.mode.as_str() {
+            "auto" | "off" => {}
+            "files" => {
+                if tls.cert_file.is_empty() || tls.key_file.is_empty() {
+                    return Err(invalid(
+                        "tls.mode",
+                        "\"files\" needs tls.cert_file and tls.key_file",
+                    ));
+                }
+            }
+            _ => {
+                return Err(invalid(
+                    "tls.mode",
+                    "must be \"auto\", \"files\" or \"off\"",
+                ));
+            }
+        }
+        if tls.require && tls.mode == "off" {
+            return Err(invalid(
+                "tls.require",
+                "needs tls.mode \"auto\" or \"files\"",
+            ));
+        }
+        if tls.cert_days == 0 || tls.cert_days > 825 {
+            return Err(invalid(
+                "tls.cert_days",
+                "must be 1 to 825 (Apple refuses longer; 397 is accepted everywhere)",
+            ));
+        }
+        let name = self.mdns.name.trim_end_matches('.');
+        let name = name.strip_suffix(".local").unwrap_or(name);
+        let label_ok = !name.is_empty()
+            && name.len() <= 63
+            && !name.starts_with('-')
+            && !name.ends_with('-')
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !label_ok {
+            return Err(invalid(
+                "mdns.name",
+                "must be one DNS label: letters, digits and inner hyphens, at most 63",
+            ));
         }
         Ok(())
     }

@@ -25,6 +25,8 @@ pub enum ServeError {
     Db(#[from] DbError),
     #[error("{0}")]
     Setup(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -46,7 +48,10 @@ pub struct Prepared {
 
 /// Opens (and locks) the data directory, migrates, loads caches, starts the writer.
 pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
+    // Certificate files are checked before anything is written.
+    let tls_files = crate::tls::load_files(&config)?;
     let data_dir = DataDir::open_locked(&config.server.data_dir)?;
+    let tls = crate::tls::Tls::start(&config, &data_dir.root, tls_files)?;
     let db_path = data_dir.database_path();
     let mut conn = db::open_writer_connection(&db_path)?;
     if config.database.synchronous == "full" {
@@ -82,6 +87,8 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
         settings,
         metrics,
         started_at: Instant::now(),
+        tls,
+        mdns_name: Default::default(),
     });
     Ok(Prepared {
         state,
@@ -100,23 +107,38 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let local = listener
         .local_addr()
         .map_err(|source| ServeError::Bind { addr, source })?;
+    let mdns = state.config.mdns.enabled.then(|| {
+        crate::mdns::Mdns::start(
+            &state.config.mdns.name,
+            &state.config.server.name,
+            local.port(),
+            state.tls.clone(),
+            state.mdns_name.clone(),
+        )
+    });
     announce(&state, local);
 
     // Prune before accepting anyone, so replay limits hold from the first connection.
     if let Err(err) = prune_events(&state).await {
         tracing::warn!(error = %err, "pruning old events failed");
     }
-    let chores = spawn_chores(state.clone());
+    let mut chores = spawn_chores(state.clone());
+    if let Some(tls) = &state.tls {
+        let every = Duration::from_secs(state.config.tls.check_secs);
+        chores.push(tls.clone().spawn_refresher(every));
+    }
     let routes = crate::api::routes(state.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        warp::serve(routes)
-            .incoming(listener)
-            .graceful(async {
-                let _ = stop_rx.await;
-            })
-            .run(),
-    );
+    let limits = crate::net::Limits::from_config(&state.config.connections);
+    let server = tokio::spawn(crate::net::serve(
+        listener,
+        routes,
+        state.tls.clone(),
+        limits,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
 
     shutdown_signal().await;
     tracing::info!("shutting down: finishing requests in flight");
@@ -130,6 +152,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     for chore in chores {
         chore.abort();
     }
+    // Goodbye records: caches on the LAN forget the name at once.
+    drop(mdns);
     flush_dirty(&state).await;
     state.db.writer.shutdown().await;
     tracing::info!("database closed; bye");
@@ -137,10 +161,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// The listening socket. TCP_NODELAY set on it is inherited by every accepted
-/// connection (Linux), so small realtime frames leave at once instead of waiting
-/// on Nagle's algorithm behind an unacknowledged one (tens of milliseconds under
-/// fan-out); warp offers no hook on accepted sockets.
+/// The listening socket. TCP_NODELAY is also set on every accepted connection
+/// (src/net), which only some systems inherit from the listener.
 fn bind_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
@@ -154,19 +176,51 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.listen(1024)
 }
 
-/// Prints where to connect: the listening address, every LAN URL, and the
+/// Prints where to connect: the listening address, every LAN URL, with HTTPS
+/// the secure addresses, the trust page and the CA's fingerprint, and the
 /// setup link while no admin exists.
 fn announce(state: &SharedState, local: SocketAddr) {
     // A plain line on stdout that scripts and tests can rely on.
     println!("lanchat listening on http://{local}");
     tracing::info!(address = %local, "listening");
-    let urls = lan_urls(local);
-    for url in &urls {
+    let mdns_name = state
+        .mdns_name
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let mut http = lan_urls(local);
+    let mut https = https_lan_urls(local);
+    if let Some(name) = &mdns_name {
+        http.push(format!("http://{name}:{}", local.port()));
+        https.push(format!("https://{name}:{}", local.port()));
+    }
+    let tls = state.tls.as_deref();
+    // With the local CA, devices that do not trust it yet start on plain HTTP,
+    // where the page leads them to the trust page. With the office's own
+    // certificate, or HTTPS required, people start on HTTPS.
+    let start_on_https = tls.is_some_and(|tls| tls.ca().is_none() || tls.require);
+    let open = if start_on_https { &https } else { &http };
+    for url in open {
         println!("  open {url}");
         tracing::info!(%url, "people on the LAN can open");
     }
+    if let Some(tls) = tls {
+        if !start_on_https {
+            println!("  secure (HTTPS, same port): {}", https.join("  "));
+        }
+        if let Some(ca) = tls.ca() {
+            let base = http
+                .first()
+                .cloned()
+                .unwrap_or_else(|| format!("http://{local}"));
+            println!("  each device trusts this server's certificate authority once: {base}/trust");
+            println!("  CA fingerprint (SHA-256): {}", ca.fingerprint);
+            println!("  (lanchat ca: the CA file and commands to install it on every PC)");
+            tracing::info!(fingerprint = %ca.fingerprint, "HTTPS with the local certificate authority");
+        }
+    }
     if let Some(token) = state.auth.setup_token() {
-        let base = urls
+        let base = open
             .first()
             .cloned()
             .unwrap_or_else(|| format!("http://{local}"));
@@ -178,31 +232,43 @@ fn announce(state: &SharedState, local: SocketAddr) {
 
 /// `http://ip:port` for every address this machine can be reached at.
 pub fn lan_urls(local: SocketAddr) -> Vec<String> {
+    urls_with_scheme(local, "http")
+}
+
+/// `https://ip:port` for every address this machine can be reached at (HTTPS
+/// is served on the same port as HTTP).
+pub fn https_lan_urls(local: SocketAddr) -> Vec<String> {
+    urls_with_scheme(local, "https")
+}
+
+/// The addresses to open in a browser on this server: HTTPS when it is on.
+pub fn open_urls(state: &SharedState, local: SocketAddr) -> Vec<String> {
+    if state.tls.is_some() {
+        https_lan_urls(local)
+    } else {
+        lan_urls(local)
+    }
+}
+
+fn urls_with_scheme(local: SocketAddr, scheme: &str) -> Vec<String> {
     let port = local.port();
     let specific = !local.ip().is_unspecified();
     if specific {
-        return vec![format!("http://{local}")];
+        return vec![format!("{scheme}://{local}")];
     }
     let mut urls = Vec::new();
-    if let Ok(interfaces) = if_addrs::get_if_addrs() {
-        for interface in interfaces {
-            let ip = interface.ip();
-            if ip.is_loopback() {
-                continue;
-            }
-            // Listening on 0.0.0.0 serves IPv4 only; on [::] both.
-            if local.is_ipv4() && ip.is_ipv6() {
-                continue;
-            }
-            urls.push(match ip {
-                IpAddr::V4(v4) => format!("http://{v4}:{port}"),
-                IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => continue,
-                IpAddr::V6(v6) => format!("http://[{v6}]:{port}"),
-            });
+    for ip in crate::tls::names::interface_addresses() {
+        // Listening on 0.0.0.0 serves IPv4 only; on [::] both.
+        if local.is_ipv4() && ip.is_ipv6() {
+            continue;
         }
+        urls.push(match ip {
+            IpAddr::V4(v4) => format!("{scheme}://{v4}:{port}"),
+            IpAddr::V6(v6) => format!("{scheme}://[{v6}]:{port}"),
+        });
     }
     if urls.is_empty() {
-        urls.push(format!("http://127.0.0.1:{port}"));
+        urls.push(format!("{scheme}://127.0.0.1:{port}"));
     }
     urls
 }

@@ -23,6 +23,10 @@ pub struct AppState {
     pub started_at: Instant,
     /// Uploads and exports in progress, per user.
     pub transfers: Transfers,
+    /// HTTPS, unless `tls.mode = "off"`.
+    pub tls: Option<Arc<crate::tls::Tls>>,
+    /// The `.local` name advertised over mDNS, while it is.
+    pub mdns_name: crate::mdns::NameSlot,
 }
 
 pub type SharedState = Arc<AppState>;

@@ -86,6 +86,15 @@ pub fn routes() -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// One embedded page by its path in `static/` (such as `trust.html`), with the
+/// same headers as every asset.
+pub fn page(relative: &str, if_none_match: Option<&str>) -> Response {
+    match serve(relative, if_none_match) {
+        Ok(response) => response,
+        Err(_) => AppError::not_found("no such page").into_response(),
+    }
+}
+
 fn is_api_path(path: &str) -> bool {
     path == "/api" || path.starts_with("/api/")
 }

@@ -99,11 +99,19 @@ async fn backup_from_a_running_server_restores_everything() {
     assert_eq!(manifest["lanchat_version"], env!("CARGO_PKG_VERSION"));
     assert!(manifest["schema_version"].as_i64().expect("schema") >= 1);
     assert!(manifest["created_at"].as_i64().is_some());
-    let listed: Vec<&str> = manifest["files"]
+    let all_listed: Vec<&str> = manifest["files"]
         .as_array()
         .expect("files")
         .iter()
         .map(|f| f["path"].as_str().expect("path"))
+        .collect();
+    // The local CA goes with the attachments (docs/TLS.md).
+    for ca_file in ["tls/ca.key", "tls/ca.crt"] {
+        assert!(all_listed.contains(&ca_file), "{all_listed:?}");
+    }
+    let listed: Vec<&str> = all_listed
+        .into_iter()
+        .filter(|p| p.starts_with("files/"))
         .collect();
     let mut expected_files = files.clone();
     expected_files.sort();

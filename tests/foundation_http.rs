@@ -38,7 +38,7 @@ async fn healthz_reports_version_and_database() {
     );
     assert_eq!(
         reply.json,
-        json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION"), "db": "ok", "disk": "ok" })
+        json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION"), "db": "ok", "disk": "ok", "tls": "auto" })
     );
 }
 

@@ -109,6 +109,10 @@ pub struct Cli {
     /// Give up on one measured phase after this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub timeout: u64,
+    /// Measure P1 and P2 over TLS (wss://) beside plain ws://, each on a fresh
+    /// lanchat server, in a section of its own. Alone it runs only that.
+    #[arg(long)]
+    pub tls: bool,
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

@@ -26,12 +26,111 @@ use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::servers::Res;
 
-pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type Ws = WebSocketStream<Stream>;
+
+/// A WebSocket's byte stream: plain TCP, or TLS over TCP for `wss://`.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Stream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+static TLS_CLIENT: OnceLock<Mutex<Option<Arc<rustls::ClientConfig>>>> = OnceLock::new();
+
+/// `wss://` connections trust only this CA (DER) from now on.
+pub fn trust(ca: &[u8]) -> Res<()> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(ca.to_vec()))
+        .map_err(|e| format!("the server's CA: {e}"))?;
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    *TLS_CLIENT
+        .get_or_init(|| Mutex::new(None))
+        .lock()
+        .map_err(|_| "poisoned")? = Some(Arc::new(config));
+    Ok(())
+}
+
+/// TCP (TCP_NODELAY, as browsers do) and, for `wss://`, the TLS handshake.
+async fn open_stream(url: &str) -> Res<Stream> {
+    let (secure, rest) = match url.split_once("://") {
+        Some(("wss", rest)) => (true, rest),
+        Some((_, rest)) => (false, rest),
+        None => return Err(format!("not a URL: {url}")),
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let tcp = TcpStream::connect(authority)
+        .await
+        .map_err(|e| format!("connect {authority}: {e}"))?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    if !secure {
+        return Ok(Stream::Plain(tcp));
+    }
+    let config = TLS_CLIENT
+        .get()
+        .and_then(|c| c.lock().ok().and_then(|c| c.clone()))
+        .ok_or("wss:// without a trusted CA (client::trust)")?;
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| format!("{host}: {e}"))?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake with {authority}: {e}"))?;
+    Ok(Stream::Tls(Box::new(tls)))
+}
 pub type Sink = SplitSink<Ws, Message>;
 pub type Source = SplitStream<Ws>;
 
@@ -294,7 +393,10 @@ pub struct Conn {
 /// Connects and waits for the server's hello.
 pub async fn connect(url: &str) -> Res<Conn> {
     let config = crate::wire::ws_config().max_message_size(Some(16 << 20));
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+    let stream = open_stream(url)
+        .await
+        .map_err(|e| format!("connect {}: {e}", redact(url)))?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
         .await
         .map_err(|e| format!("connect {}: {e}", redact(url)))?;
     let (sink, mut source) = ws.split();

@@ -32,6 +32,8 @@ pub struct Section {
     pub checks: Vec<Check>,
     /// Raw figures, for the JSON output.
     pub data: serde_json::Value,
+    /// The two figure columns' headings.
+    pub columns: (&'static str, &'static str),
 }
 
 impl Section {
@@ -42,6 +44,7 @@ impl Section {
             notes: Vec::new(),
             checks: Vec::new(),
             data: serde_json::Value::Null,
+            columns: ("lanchat", "limit"),
         }
     }
 
@@ -84,7 +87,7 @@ impl Section {
             let _ = writeln!(
                 out,
                 "  {:<30} {:>18} {:>18} {:>8}",
-                "", "lanchat", "limit", "ratio"
+                "", self.columns.0, self.columns.1, "ratio"
             );
             for row in &self.rows {
                 let _ = writeln!(

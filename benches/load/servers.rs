@@ -197,6 +197,8 @@ pub struct Api {
     pub http: reqwest::Client,
     pub base: String,
     pub addr: SocketAddr,
+    /// WebSockets over TLS (`wss://`, see `client::trust`).
+    pub tls: bool,
 }
 
 impl Api {
@@ -209,11 +211,13 @@ impl Api {
                 .expect("http client"),
             base: format!("http://{addr}/api/v1"),
             addr,
+            tls: false,
         }
     }
 
     pub fn ws_url(&self, token: &str) -> String {
-        format!("ws://{}/api/v1/ws?token={token}", self.addr)
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}/api/v1/ws?token={token}", self.addr)
     }
 
     async fn call(

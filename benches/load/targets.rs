@@ -59,6 +59,24 @@ impl Target {
         })
     }
 
+    /// From now on the rooms' WebSockets use TLS, trusting the server's local CA
+    /// (fetched over plain HTTP on the same port).
+    pub async fn use_tls(&mut self) -> Res<()> {
+        let api = self.api.as_mut().ok_or("not a lanchat target")?;
+        let der = api
+            .http
+            .get(format!("http://{}/ca.crt", api.addr))
+            .send()
+            .await
+            .map_err(|e| format!("GET /ca.crt: {e}"))?
+            .bytes()
+            .await
+            .map_err(|e| format!("GET /ca.crt: {e}"))?;
+        crate::client::trust(&der)?;
+        api.tls = true;
+        Ok(())
+    }
+
     pub fn pid(&self) -> u32 {
         self.server.pid
     }

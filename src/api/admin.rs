@@ -456,7 +456,7 @@ async fn backup(state: SharedState, caller: AuthUser) -> AppResult<Response> {
     tracing::info!(
         admin = caller.user_id,
         bytes = size,
-        files = manifest.files.len(),
+        files = manifest.attachment_count(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "backup made for download"
     );

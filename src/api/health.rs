@@ -37,6 +37,7 @@ async fn healthz(state: SharedState) -> Response {
             "version": env!("CARGO_PKG_VERSION"),
             "db": if db_ok { "ok" } else { "error" },
             "disk": if disk_low { "low" } else { "ok" },
+            "tls": state.tls.as_ref().map_or("off", |tls| tls.mode()),
         }),
     );
     response.headers_mut().insert(

@@ -20,7 +20,7 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
     warp::path!("metrics")
         .and(warp::get())
         .and(with_state(state))
-        .and(warp::addr::remote())
+        .and(super::remote_addr())
         .and(warp::header::optional::<String>("authorization"))
         .then(metrics)
         .map(respond)

@@ -12,6 +12,7 @@ pub mod messages;
 pub mod metrics;
 pub mod search;
 pub mod setup;
+pub mod trust;
 pub mod users;
 pub mod ws;
 
@@ -67,7 +68,11 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
         .boxed();
 
     let metrics = state.metrics.clone();
-    health::routes(state.clone())
+    trust::require_https(state.clone())
+        .or(trust::routes(state.clone()))
+        .unify()
+        .or(health::routes(state.clone()))
+        .unify()
         .or(metrics::routes(state.clone()))
         .unify()
         .or(api)
@@ -101,7 +106,8 @@ fn log_request(metrics: &crate::metrics::Metrics, info: warp::log::Info<'_>) {
         path = info.path(),
         status = info.status().as_u16(),
         elapsed_ms = info.elapsed().as_secs_f64() * 1000.0,
-        remote = ?info.remote_addr(),
+        // The client's address and scheme come from the request's span
+        // (src/net/service.rs).
     );
 }
 
@@ -182,8 +188,13 @@ impl ClientInfo {
     }
 }
 
+/// The client's address, as the connection layer (src/net) saw it.
+pub fn remote_addr() -> impl Filter<Extract = (Option<SocketAddr>,), Error = Infallible> + Clone {
+    crate::net::peer().map(|peer: Option<crate::net::Peer>| peer.map(|p| p.addr))
+}
+
 pub fn client_info() -> impl Filter<Extract = (ClientInfo,), Error = Rejection> + Clone {
-    warp::addr::remote()
+    remote_addr()
         .and(warp::header::optional::<String>("user-agent"))
         .map(|address, user_agent: Option<String>| ClientInfo {
             address,

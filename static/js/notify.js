@@ -2,6 +2,7 @@
 // and the unread count in the document title.
 
 import * as store from './store.js';
+import * as api from './api.js';
 import { displayName, snippet } from './format.js';
 
 const BASE_TITLE = 'lanchat';
@@ -34,7 +35,21 @@ export function updateTitle() {
   document.title = n > 0 ? `(${n > 99 ? '99+' : n}) ${name}` : name;
 }
 
-function consider(m, isMention) {
+/** The sender, fetched first if this client has not met them yet (a new
+ * conversation's first message), so the notification names them. */
+async function sender(id) {
+  const known = store.user(id);
+  if (!known._placeholder) return known;
+  try {
+    const fetched = await api.get(`/users/${id}`);
+    store.putUser(fetched);
+    return fetched;
+  } catch {
+    return known;
+  }
+}
+
+async function consider(m, isMention) {
   if (!m || !store.state.me || m.sender_id === store.state.me.id || m.kind === 'system') return;
   if (!document.hidden) return;
   if (permission() !== 'granted') return;
@@ -43,9 +58,9 @@ function consider(m, isMention) {
   if (c && c.muted && !mentioned) return;
   if (notified.has(`m:${m.id}`) || (!mentioned && notified.has(`n:${m.id}`))) return;
   notified.add(`${mentioned ? 'm' : 'n'}:${m.id}`);
-  const sender = displayName(store.user(m.sender_id));
+  const from = displayName(await sender(m.sender_id));
   const where = c && c.kind !== 'direct' ? ` in ${store.convTitle(c)}` : '';
-  const title = mentioned ? `${sender} mentioned you${where}` : `${sender}${where}`;
+  const title = mentioned ? `${from} mentioned you${where}` : `${from}${where}`;
   try {
     const n = new Notification(title, {
       body: snippet(m.body || (m.attachments && m.attachments.length ? 'sent an attachment' : ''), 140),

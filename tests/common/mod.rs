@@ -329,6 +329,16 @@ fn read_to_string_thread(mut pipe: impl Read + Send + 'static) -> JoinHandle<Str
     })
 }
 
+/// rustls (under reqwest and the TLS tests) uses ring, as the server does:
+/// install it as the process default once, before any client is built.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[allow(deprecated)]
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Server options.
 // ---------------------------------------------------------------------------
@@ -430,6 +440,7 @@ impl TestServer {
                 )
                 .assert_success();
         }
+        install_crypto_provider();
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(REQUEST_TIMEOUT)
@@ -459,6 +470,9 @@ impl TestServer {
         if self.options.listen_flag {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
+        // No multicast from tests onto the machine's networks (tests/mdns.rs
+        // runs it in a network namespace of its own); options may turn it on.
+        cmd.env("LANCHAT_MDNS_ENABLED", "false");
         cmd.args(&self.options.args);
         for (name, value) in &self.options.env {
             cmd.env(name, value);

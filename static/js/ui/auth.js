@@ -29,7 +29,11 @@ function card(title, subtitle, form, footer) {
       h('h1', { id: 'auth-title', text: title }),
       subtitle ? h('p', { class: 'muted', text: subtitle }) : null,
       form,
-      footer ? h('p', { class: 'auth-footer' }, footer) : null));
+      footer ? h('p', { class: 'auth-footer' }, footer) : null,
+      window.isSecureContext ? null
+        : h('p', { class: 'auth-secure', testid: 'auth-trust' },
+          'This connection is not encrypted. ',
+          h('a', { href: '/trust', testid: 'trust-link' }, 'Turn on the secure connection'))));
 }
 
 function submitting(form, busy) {

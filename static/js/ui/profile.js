@@ -47,7 +47,8 @@ export function openProfile({ onLogout }) {
         const p = notify.permission();
         replaceChildren(notifBox, h('h3', { text: 'Notifications' }),
           p === 'unsupported'
-            ? h('p', { class: 'muted', text: 'Desktop notifications need a secure connection (https or localhost). Unread counts still show in the tab title.' })
+            ? h('p', { class: 'muted' }, 'Desktop notifications need a secure connection. ',
+              h('a', { href: '/trust' }, 'Turn on the secure connection'), '. Unread counts still show in the tab title.')
             : p === 'granted' ? h('p', { class: 'muted', text: 'Desktop notifications are on for new messages while this tab is in the background.' })
               : p === 'denied' ? h('p', { class: 'muted', text: 'Notifications are blocked in this browser\u2019s site settings.' })
                 : h('button', { type: 'button', class: 'btn', testid: 'enable-notifications', on: { click: async () => { await notify.requestPermission(); renderNotif(); } } }, 'Enable desktop notifications'));

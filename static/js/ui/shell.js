@@ -11,6 +11,14 @@ import { openProfile } from './profile.js';
 import { icon, showToast } from './common.js';
 import { closeEmojiPicker } from './emoji.js';
 
+/** On plain HTTP (not a secure context) a line leads to the trust page. */
+function secureBanner() {
+  if (window.isSecureContext) return null;
+  return h('div', { class: 'secure-banner', testid: 'secure-banner' },
+    h('span', { text: 'This connection is not encrypted, and notifications are off. ' }),
+    h('a', { href: '/trust', testid: 'trust-link' }, 'Turn on the secure connection'));
+}
+
 export function mountShell(root, { navigate, onLogout }) {
   const sidebar = h('aside', { class: 'sidebar', id: 'sidebar', testid: 'sidebar', 'aria-label': 'Conversations and tools' });
   const scrim = h('div', { class: 'scrim', hidden: true, on: { click: () => setDrawer(false) } });
@@ -18,7 +26,7 @@ export function mountShell(root, { navigate, onLogout }) {
   const pane = h('main', { class: 'pane', testid: 'message-pane', id: 'main' });
   const shell = h('div', { class: 'shell no-conv', testid: 'main-view' },
     h('a', { class: 'skip-link', href: '#main', on: { click: (e) => { e.preventDefault(); const t = pane.querySelector('textarea') || pane; t.focus(); } } }, 'Skip to conversation'),
-    sidebar, scrim, h('div', { class: 'pane-col' }, banner, pane));
+    sidebar, scrim, h('div', { class: 'pane-col' }, secureBanner(), banner, pane));
   replaceChildren(root, shell);
 
   let view = null;

@@ -14,8 +14,10 @@ export function mountSidebar(el, actions) {
     'No conversations yet. Start one with the ', h('strong', { text: '+' }), ' button, or browse channels.');
   const tools = h('div', { class: 'sidebar-tools' });
   const notifPrompt = h('div', { class: 'notif-prompt', hidden: true, testid: 'notification-prompt' },
-    h('span', { text: 'Get desktop notifications for new messages.' }),
-    h('button', { type: 'button', class: 'btn btn-small', on: { click: async () => { await notify.requestPermission(); renderPrompt(); } } }, 'Enable'),
+    ...(window.isSecureContext
+      ? [h('span', { text: 'Get desktop notifications for new messages.' }),
+        h('button', { type: 'button', class: 'btn btn-small', on: { click: async () => { await notify.requestPermission(); renderPrompt(); } } }, 'Enable')]
+      : [h('a', { href: '/trust', testid: 'notification-trust-link' }, 'Turn on the secure connection to get notifications')]),
     iconButton('close', 'Not now', { class: 'icon-btn-small', on: { click: () => { localStorage.setItem('lanchat.notif-dismissed', '1'); renderPrompt(); } } }));
 
   el.append(
@@ -38,7 +40,8 @@ export function mountSidebar(el, actions) {
   }
 
   function renderPrompt() {
-    notifPrompt.hidden = !(notify.permission() === 'default' && !localStorage.getItem('lanchat.notif-dismissed'));
+    const wanted = window.isSecureContext ? notify.permission() === 'default' : true;
+    notifPrompt.hidden = !(wanted && !localStorage.getItem('lanchat.notif-dismissed'));
   }
 
   function renderMe() {
