@@ -27,6 +27,6 @@ pub mod server;
 pub mod settings;
 pub mod state;
 pub mod static_files;
-pub mod transfers;
 pub mod tls;
+pub mod transfers;
 pub mod users;

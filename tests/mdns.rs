@@ -100,8 +100,10 @@ fn lines_until(rx: &Receiver<String>, needle: &str, within: Duration) -> String 
     lines.join("\n")
 }
 
-/// Resolves `host` (with the trailing dot) with mdns-sd inside the namespace.
-fn resolve(ns: &Namespace, host: &str) -> Vec<IpAddr> {
+/// Resolves `host` (with the trailing dot) with mdns-sd inside the namespace,
+/// collecting answers until `want` is among them or the search times out (the
+/// first answer may hold only the link-local IPv6 address).
+fn resolve(ns: &Namespace, host: &str, want: IpAddr) -> Vec<IpAddr> {
     let ns_path = format!("/var/run/netns/{}", ns.0);
     let host = host.to_owned();
     std::thread::spawn(move || {
@@ -120,7 +122,9 @@ fn resolve(ns: &Namespace, host: &str) -> Vec<IpAddr> {
             match event {
                 mdns_sd::HostnameResolutionEvent::AddressesFound(_, addrs) => {
                     found.extend(addrs.iter().map(|a| a.to_ip_addr()));
-                    break;
+                    if found.contains(&want) {
+                        break;
+                    }
                 }
                 mdns_sd::HostnameResolutionEvent::SearchTimeout(_) => break,
                 _ => {}
@@ -150,7 +154,7 @@ fn the_name_resolves_and_a_taken_name_becomes_name_2() {
         "{printed}"
     );
     // Resolved from the other machine.
-    let resolved = resolve(&ns_b, &format!("{name}.local."));
+    let resolved = resolve(&ns_b, &format!("{name}.local."), lan_a);
     assert!(
         resolved.contains(&lan_a),
         "{name}.local did not resolve to the server's address: {resolved:?}"
@@ -162,7 +166,7 @@ fn the_name_resolves_and_a_taken_name_becomes_name_2() {
     let (mut second, second_out) = start_server(&ns_b, &second_dir, &name);
     let taken = format!("{name}-2.local");
     let printed = lines_until(&second_out, &taken, Duration::from_secs(30));
-    let resolved_second = resolve(&ns_a, &format!("{taken}."));
+    let resolved_second = resolve(&ns_a, &format!("{taken}."), lan_b);
     for child in [&mut first, &mut second] {
         let _ = child.kill();
         let _ = child.wait();
