@@ -473,6 +473,9 @@ impl TestServer {
         // No multicast from tests onto the machine's networks (tests/mdns.rs
         // runs it in a network namespace of its own); options may turn it on.
         cmd.env("LANCHAT_MDNS_ENABLED", "false");
+        // Uploads must not depend on how full the test machine's disk is; the
+        // reserve's own test sets it.
+        cmd.env("LANCHAT_LIMITS_MIN_FREE_DISK_BYTES", "0");
         cmd.args(&self.options.args);
         for (name, value) in &self.options.env {
             cmd.env(name, value);
